@@ -1,0 +1,36 @@
+# The README's two commands are `make workshop` and `make test`; each does its own set-up.
+PY := .venv/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup workshop test lint lab services-up services-down clean benchmarks
+
+setup:            ## create .venv and install everything (idempotent, quick the second time)
+	@bash scripts/install.sh
+
+workshop: setup   ## start the local services and execute every notebook into build/notebooks
+	$(PY) -m labkit.workshop
+
+test: setup       ## lint, unit tests, notebook execution and static notebook lint
+	$(PY) -m ruff check .
+	LABKIT_CI=1 $(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check .
+
+lab: setup        ## open JupyterLab on the notebooks
+	$(PY) -m labkit.cli services up
+	.venv/bin/jupyter lab notebooks/
+
+services-up: setup
+	$(PY) -m labkit.cli services up
+
+services-down:
+	$(PY) -m labkit.cli services down
+
+benchmarks: setup
+	$(PY) benchmarks/model_service.py
+	$(PY) benchmarks/search_service.py
+
+clean:            ## stop services and remove build output and local state (keeps .venv)
+	-$(PY) -m labkit.cli services down
+	rm -rf build .labkit

@@ -1,0 +1,27 @@
+"""labkit: the plumbing behind the Contoso Chat workshop notebooks.
+
+Imports are lazy so that small entry points (the local services, the CLI's help) start fast.
+Introduced in notebooks/00_setup.ipynb.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "setup": ("labkit.doctor", "setup"),
+    "get_settings": ("labkit.config", "get_settings"),
+    "ConfigError": ("labkit.config", "ConfigError"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    if name in {"config", "models", "services", "doctor", "cli", "workshop"}:
+        return importlib.import_module(f"labkit.{name}")
+    raise AttributeError(f"module 'labkit' has no attribute {name!r}")

@@ -1,0 +1,129 @@
+"""The `labkit` command line: thin wrappers over the modules below it.
+
+Introduced in notebooks/00_setup.ipynb (`labkit services ...`). Errors print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from labkit.config import ConfigError
+
+app = typer.Typer(help="Contoso Chat workshop kit", no_args_is_help=True, add_completion=False)
+services_app = typer.Typer(help="Start, stop and inspect the local services", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+console = Console()
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn configuration and service errors into one red line and exit code 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from labkit.services.manager import ServiceError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, ServiceError) as exc:
+            typer.echo(f"{type(exc).__name__}: {exc}", err=True)  # one unwrapped line
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@_friendly
+def setup(no_services: Annotated[bool, typer.Option("--no-services", help="Do not start services")] = False
+          ) -> None:
+    """Check the environment and configuration; start the local services."""
+    from labkit.doctor import setup as run_setup
+
+    report = run_setup(start_services=not no_services)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@services_app.command("up")
+@_friendly
+def services_up(
+    only: Annotated[list[str] | None, typer.Option("--only", help="model or search")] = None,
+) -> None:
+    """Start the local services the configuration needs (reuses running ones)."""
+    from labkit.services import ensure_running
+
+    states = ensure_running(only or None)
+    if not states:
+        console.print("No local service needed: every backend is in the cloud.")
+    for name, state in states.items():
+        console.print(f"[green]up[/green] {name:7s} {state.base_url}  pid {state.pid}  log {state.log}")
+
+
+@services_app.command("down")
+@_friendly
+def services_down() -> None:
+    """Stop every local service and leave no process behind."""
+    from labkit.services import stop
+
+    stopped = stop()
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "no local service was running")
+
+
+@services_app.command("status")
+@_friendly
+def services_status(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    show_keys: Annotated[bool, typer.Option("--show-keys", help="print the local search keys")] = False,
+) -> None:
+    """Each service's name, base URL, models and state (keys only with --show-keys)."""
+    from labkit.services import local_search_keys, status
+
+    rows = status()
+    if show_keys:
+        try:
+            keys = local_search_keys()
+        except ConfigError:
+            keys = {}
+        for row in rows:
+            if row["name"] == "search":
+                row["keys"] = keys
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table("service", "state", "base URL", "pid", "models")
+    for row in rows:
+        colour = {"running": "green", "unhealthy": "yellow"}.get(row["state"], "dim")
+        table.add_row(row["name"], f"[{colour}]{row['state']}[/{colour}]", row["base_url"],
+                      str(row["pid"] or ""), ", ".join(row["models"]))
+    console.print(table)
+    for row in rows:
+        if "keys_file" in row:
+            console.print(f"search keys file: {row['keys_file']}")
+        for kind, value in row.get("keys", {}).items():
+            console.print(f"{kind}: {value}", highlight=False)
+
+
+@app.command()
+@_friendly
+def workshop(
+    only: Annotated[list[str] | None, typer.Option("--only", help="run notebooks whose name contains this")]
+    = None,
+) -> None:
+    """Run every notebook headlessly into build/notebooks and print a status table."""
+    from labkit.workshop import main as run_workshop
+
+    raise typer.Exit(run_workshop(only))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

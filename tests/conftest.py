@@ -1,0 +1,42 @@
+"""Shared fixtures: an isolated LABKIT_HOME with free ports, and the repo's running services."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labkit.config import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """No backend or Azure/OpenAI variable from the developer's shell or .env leaks into a test."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("LABKIT_", "AZURE_", "OPENAI_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(Settings, "model_config", {**Settings.model_config, "env_file": None})
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
+    return monkeypatch
+
+
+@pytest.fixture
+def isolated_home(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
+    """A temporary LABKIT_HOME with free ports; every service started in it is stopped afterwards."""
+    clean_env.setenv("LABKIT_MODEL_PORT", str(free_port()))
+    clean_env.setenv("LABKIT_SEARCH_PORT", str(free_port()))
+    settings = Settings()
+    yield settings
+    from labkit.services import stop
+
+    stop(settings=settings)

@@ -1,0 +1,73 @@
+"""Configuration: backend choice, the missing-variables message, and secrets never printed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from labkit.config import ConfigError, Settings
+
+
+def test_default_is_local(clean_env: pytest.MonkeyPatch) -> None:
+    settings = Settings()
+    assert settings.backends() == {"chat": "local", "embed": "local", "search": "local", "store": "local"}
+    settings.check()  # nothing required
+
+
+def test_azure_without_variables_names_every_missing_one(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("LABKIT_BACKEND", "azure")
+    with pytest.raises(ConfigError) as info:
+        Settings().check()
+    message = str(info.value)
+    for name in ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_CHAT_DEPLOYMENT", "AZURE_OPENAI_EMBEDDING_DEPLOYMENT",
+                 "AZURE_SEARCH_ENDPOINT", "AZURE_COSMOS_ENDPOINT"):
+        assert name in message
+    assert message.count("AZURE_OPENAI_ENDPOINT") == 1
+    assert "\n" not in message
+    assert info.value.missing[0] == "AZURE_OPENAI_ENDPOINT"
+
+
+def test_per_service_overrides_mix_backends(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("LABKIT_BACKEND", "openai")
+    clean_env.setenv("LABKIT_EMBED_BACKEND", "local")
+    settings = Settings()
+    assert settings.backends() == {"chat": "openai", "embed": "local", "search": "local", "store": "local"}
+    assert "no search service" in settings.backend_reason("search")[1]
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        settings.check()
+
+
+def test_secret_values_never_in_messages_or_reprs(clean_env: pytest.MonkeyPatch) -> None:
+    canary = "canary-secret-8c1f5e2a9d"
+    clean_env.setenv("LABKIT_BACKEND", "azure")
+    clean_env.setenv("AZURE_OPENAI_API_KEY", canary)
+    clean_env.setenv("AZURE_SEARCH_API_KEY", canary)
+    settings = Settings()
+    with pytest.raises(ConfigError) as info:
+        settings.check()
+    assert canary not in str(info.value)
+    assert canary not in repr(settings) and canary not in str(settings.model_dump())
+    assert settings.azure_openai_api_key is not None
+    assert settings.azure_openai_api_key.get_secret_value() == canary
+
+
+def test_dotenv_file_is_read(clean_env: pytest.MonkeyPatch, tmp_path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("LABKIT_BACKEND=openai\nOPENAI_API_KEY=from-dotenv\n")
+    settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    assert settings.backend_for("chat") == "openai"
+    settings.check()
+
+
+def test_setup_stops_with_one_line(clean_env: pytest.MonkeyPatch) -> None:
+    """`labkit setup` with LABKIT_BACKEND=azure and no Azure variables: one line, exit 2."""
+    clean_env.setenv("LABKIT_BACKEND", "azure")
+    clean_env.setenv("LABKIT_ENV_FILE", "none")
+    proc = subprocess.run([sys.executable, "-m", "labkit.cli", "setup", "--no-services"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "AZURE_OPENAI_ENDPOINT" in lines[0], proc.stderr
+    assert proc.stdout == ""

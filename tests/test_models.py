@@ -1,0 +1,64 @@
+"""The clients against the real local model server and the real local embedding model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labkit import models
+from labkit.config import Settings
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    with pytest.MonkeyPatch.context() as mp:
+        import os
+
+        for name in list(os.environ):
+            if name.startswith(("LABKIT_", "AZURE_", "OPENAI_")):
+                mp.delenv(name, raising=False)
+        mp.setattr(Settings, "model_config", {**Settings.model_config, "env_file": None})
+        home: Path = tmp_path_factory.mktemp("models-home")
+        mp.setenv("LABKIT_HOME", str(home))
+        mp.setenv("LABKIT_MODEL_PORT", str(free_port()))
+        settings = Settings()
+        yield settings
+        from labkit.services import stop
+
+        stop(settings=settings)
+
+
+def test_chat_returns_text_usage_and_latency(local: Settings) -> None:
+    reply = models.chat("Name one thing to pack for a hike.", max_tokens=12, seed=7)
+    assert reply.text.strip()
+    assert reply.usage["input_tokens"] > 0 and 0 < reply.usage["output_tokens"] <= 12
+    assert reply.usage["estimated"] is False
+    assert reply.latency_s > 0
+    assert reply.model  # the server names the model that answered
+
+
+def test_same_seed_same_answer(local: Settings) -> None:
+    a = models.chat("Describe a tent in one sentence.", temperature=0.0, seed=42, max_tokens=16)
+    b = models.chat("Describe a tent in one sentence.", temperature=0.0, seed=42, max_tokens=16)
+    assert a.text == b.text
+
+
+def test_list_models_names_the_default(local: Settings) -> None:
+    assert local.labkit_local_chat_model in models.list_models()
+    assert models.chat_model_name() == local.labkit_local_chat_model
+
+
+def test_embed_shapes_and_similarity(local: Settings) -> None:
+    vectors = models.embed(["a warm sleeping bag", "a cosy sleeping bag for cold nights", "camp stove fuel"])
+    assert vectors.shape == (3, models.embedding_dimensions()) == (3, 384)
+    assert vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    sims = vectors @ vectors.T
+    assert sims[0, 1] > sims[0, 2]
+    assert models.embed([]).shape == (0, 384)
