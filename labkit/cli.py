@@ -20,6 +20,10 @@ from labkit.config import ConfigError
 app = typer.Typer(help="Contoso Chat workshop kit", no_args_is_help=True, add_completion=False)
 services_app = typer.Typer(help="Start, stop and inspect the local services", no_args_is_help=True)
 app.add_typer(services_app, name="services")
+index_app = typer.Typer(help="Build the product search indexes", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+data_app = typer.Typer(help="Load customers and orders into the active store", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 console = Console()
 
 
@@ -107,6 +111,35 @@ def services_status(
             console.print(f"search keys file: {row['keys_file']}")
         for kind, value in row.get("keys", {}).items():
             console.print(f"{kind}: {value}", highlight=False)
+
+
+@index_app.command("build")
+@_friendly
+def index_build(
+    strategy: Annotated[str, typer.Option("--strategy", help="product, window, section or all")] = "all",
+) -> None:
+    """Build products-<strategy> indexes (idempotent: a re-run upserts with identical counts)."""
+    from labkit.search import STRATEGIES, build_index
+
+    if strategy != "all" and strategy not in STRATEGIES:
+        typer.echo(f"unknown strategy {strategy!r}; choose {', '.join(STRATEGIES)} or all", err=True)
+        raise typer.Exit(2)
+    table = Table("index", "documents", "avg words", "embed s", "upload s", "stale deleted")
+    for name in STRATEGIES if strategy == "all" else [strategy]:
+        r = build_index(name, progress=True)
+        table.add_row(r.index, str(r.documents), f"{r.avg_words:.0f}", f"{r.embed_seconds:.1f}",
+                      f"{r.upload_seconds:.1f}", str(r.deleted))
+    console.print(table)
+
+
+@data_app.command("load")
+@_friendly
+def data_load() -> None:
+    """Load customers and orders from data/ into SQLite (local) or Cosmos DB (azure)."""
+    from labkit.store import load_data
+
+    counts = load_data()
+    console.print(f"loaded {counts['customers']} customers and {counts['orders']} orders")
 
 
 @app.command()

@@ -218,3 +218,40 @@ def embed(texts: Sequence[str], *, settings: Settings | None = None, batch_size:
                                             **extra)
         out.extend(d.embedding for d in sorted(response.data, key=lambda d: d.index))
     return np.asarray(out, dtype=np.float32)
+
+
+def embed_cached(texts: Sequence[str], *, settings: Settings | None = None) -> np.ndarray:
+    """`embed()` with a disk cache under LABKIT_HOME keyed by backend, model and text hash.
+
+    Re-indexing unchanged chunks costs nothing; the cache never crosses models or backends.
+    """
+    import hashlib
+    import sqlite3
+
+    settings = settings or get_settings()
+    texts = list(texts)
+    model_key = f"{settings.backend_for('embed')}:{embedding_model_name(settings)}"
+    hashes = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    path = settings.home / "cache" / "embeddings.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS vectors (model TEXT, sha TEXT, vector BLOB, "
+                     "PRIMARY KEY (model, sha))")
+        found: dict[str, np.ndarray] = {}
+        unique = sorted(set(hashes))
+        for i in range(0, len(unique), 500):
+            part = unique[i:i + 500]
+            rows = conn.execute(f"SELECT sha, vector FROM vectors WHERE model = ? AND sha IN "
+                                f"({','.join('?' * len(part))})", [model_key, *part]).fetchall()
+            found.update({sha: np.frombuffer(blob, dtype=np.float32) for sha, blob in rows})
+        missing = [i for i, h in enumerate(hashes) if h not in found]
+        if missing:
+            todo = {hashes[i]: texts[i] for i in missing}
+            fresh = embed(list(todo.values()), settings=settings)
+            for sha, vector in zip(todo, fresh, strict=True):
+                found[sha] = vector
+            conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
+                             [(model_key, sha, found[sha].astype(np.float32).tobytes()) for sha in todo])
+    if not texts:
+        return embed([], settings=settings)
+    return np.stack([found[h] for h in hashes]).astype(np.float32)

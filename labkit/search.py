@@ -200,7 +200,7 @@ def build_index(strategy: str, settings: Settings | None = None, batch_size: int
     name = index_name(strategy)
     chunks = build_chunks(strategy)
     t0 = time.perf_counter()
-    vectors = models.embed([f"{c.title}\n{c.content}" for c in chunks], settings=settings)
+    vectors = models.embed_cached([f"{c.title}\n{c.content}" for c in chunks], settings=settings)
     embed_s = time.perf_counter() - t0
     indexes = index_client(settings)
     indexes.create_or_update_index(index_definition(name, int(vectors.shape[1])))
@@ -259,18 +259,45 @@ def corpus_hash(strategy: str) -> str:
 # queries
 # ---------------------------------------------------------------------------------------------
 def search(query: str, index: str, mode: str = "hybrid", top: int = 5, filter: str | None = None,
-           select: list[str] | None = None, settings: Settings | None = None) -> list[dict[str, Any]]:
-    """Keyword, vector or hybrid search; returns documents with `score` (the @search.score)."""
+           select: list[str] | None = None, order_by: str | None = None, vector: list[float] | None = None,
+           client: SearchClient | None = None, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Keyword, vector or hybrid search; returns documents with `score` (the @search.score).
+
+    `vector` is the query's embedding when the caller already has it (batch evaluation).
+    """
     if mode not in RETRIEVAL_MODES:
         raise ValueError(f"unknown retrieval mode {mode!r}; choose one of {', '.join(RETRIEVAL_MODES)}")
     settings = settings or get_settings()
-    client = search_client(index, settings)
+    client = client or search_client(index, settings)
     vector_queries = None
     if mode in ("vector", "hybrid"):
-        vector = models.embed([query], settings=settings)[0].tolist()
+        if vector is None:
+            vector = models.embed([query], settings=settings)[0].tolist()
         vector_queries = [VectorizedQuery(vector=vector, k_nearest_neighbors=top, fields="contentVector")]
     select = select or ["id", "product_id", "title", "content", "category", "brand", "price", "rating",
                         "weight_g", "temp_rating_c", "capacity"]
     results = client.search(search_text=query if mode != "vector" else None, vector_queries=vector_queries,
-                            filter=filter, top=top, select=select)
+                            filter=filter, top=top, select=select,
+                            order_by=[order_by] if order_by else None)
     return [{**{k: r.get(k) for k in select}, "score": r["@search.score"]} for r in results]
+
+
+def retrieval_hits(rows: list[dict[str, Any]], index: str, mode: str = "hybrid", k: int = 5,
+                   settings: Settings | None = None) -> list[dict[str, Any]]:
+    """For each labelled query, the rank (1-based) of the first chunk of a relevant product, or None.
+
+    Rows carry `query` and `relevant_product_ids`. Chunk strategies are compared fairly by the
+    first k *chunks*, as a RAG prompt with k chunks would see them.
+    """
+    out = []
+    queries = [row["query"] for row in rows]
+    vectors = models.embed_cached(queries, settings=settings) if mode != "keyword" else None
+    client = search_client(index, settings)
+    for i, row in enumerate(rows):
+        results = search(row["query"], index, mode=mode, top=k, select=["id", "product_id"], client=client,
+                         vector=vectors[i].tolist() if vectors is not None else None, settings=settings)
+        ranks = [i for i, r in enumerate(results, start=1) if r["product_id"] in row["relevant_product_ids"]]
+        out.append({"id": row.get("id"), "query": row["query"], "index": index, "mode": mode,
+                    "rank": ranks[0] if ranks else None, "hit": bool(ranks),
+                    "retrieved": [r["product_id"] for r in results]})
+    return out
