@@ -11,8 +11,9 @@ workshop: setup   ## start the local services and execute every notebook into bu
 	$(PY) -m labkit.workshop
 
 test: setup       ## lint, unit tests, notebook execution and static notebook lint
-	$(PY) -m ruff check .
-	LABKIT_CI=1 $(PY) -m pytest
+	@status=0; $(PY) -m ruff check . || status=1; \
+	LABKIT_CI=1 $(PY) -m pytest || status=1; \
+	exit $$status
 
 lint: setup
 	$(PY) -m ruff check .

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     labkit_local_embed_model: str = "all-MiniLM-L6-v2"
     labkit_start_timeout_s: float = 60.0
 
+    # the chat flow and tracing
+    labkit_trace_content: bool = False  # record prompts/answers in spans only when asked
+    labkit_max_question_chars: int = 2000
+
     # Azure OpenAI (key optional: without it, Entra ID through azure-identity)
     azure_openai_endpoint: str | None = None
     azure_openai_api_key: SecretStr | None = None

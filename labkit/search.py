@@ -78,10 +78,11 @@ def index_client(settings: Settings | None = None) -> SearchIndexClient:
     return SearchIndexClient(endpoint, credential)
 
 
-def search_client(index: str, settings: Settings | None = None, write: bool = False) -> SearchClient:
-    """A SearchClient for one index (query key locally unless `write`)."""
+def search_client(index: str, settings: Settings | None = None, write: bool = False,
+                  **kwargs: Any) -> SearchClient:
+    """A SearchClient for one index (query key locally unless `write`); kwargs go to the SDK."""
     endpoint, credential = _endpoint_and_credential(settings or get_settings(), write=write)
-    return SearchClient(endpoint, index, credential)
+    return SearchClient(endpoint, index, credential, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
