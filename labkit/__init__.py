@@ -22,6 +22,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
-    if name in {"config", "models", "services", "doctor", "cli", "workshop"}:
+    if name in {"config", "models", "services", "doctor", "cli", "workshop", "prompts", "costs", "bulk",
+                "playground", "schema", "store", "search", "flow", "tracing", "chatui"}:
         return importlib.import_module(f"labkit.{name}")
     raise AttributeError(f"module 'labkit' has no attribute {name!r}")

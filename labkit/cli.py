@@ -34,9 +34,15 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from labkit.services.manager import ServiceError
 
+        known: tuple[type[Exception], ...] = (ConfigError, ServiceError)
+        if fn.__name__ == "chat":
+            from labkit.flow import FlowInputError
+            from labkit.store import CustomerNotFound
+
+            known += (FlowInputError, CustomerNotFound)
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, ServiceError) as exc:
+        except known as exc:
             typer.echo(f"{type(exc).__name__}: {exc}", err=True)  # one unwrapped line
             raise typer.Exit(2) from None
 
@@ -140,6 +146,45 @@ def data_load() -> None:
 
     counts = load_data()
     console.print(f"loaded {counts['customers']} customers and {counts['orders']} orders")
+
+
+@app.command()
+@_friendly
+def chat(
+    question: Annotated[str, typer.Argument(help="the customer's question")],
+    customer: Annotated[str, typer.Option("--customer", help="customer id, e.g. C-001")],
+    history: Annotated[str | None, typer.Option("--history", help="JSON file of [{role, content}]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the whole ChatResult as JSON")] = False,
+) -> None:
+    """Ask Contoso Chat one question as a customer (streams the answer)."""
+    from labkit import flow
+
+    turns = None
+    if history:
+        try:
+            with open(history) as f:
+                turns = json.load(f)
+        except (OSError, ValueError) as exc:
+            typer.echo(f"cannot read history file {history}: {exc}", err=True)
+            raise typer.Exit(2) from None
+    if as_json:
+        result = flow.answer(question, customer, history=turns)
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        return
+    result = None
+    for piece in flow.stream(question, customer, history=turns):
+        if isinstance(piece, flow.ChatResult):
+            result = piece
+        else:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    assert result is not None
+    sys.stdout.write("\n")
+    sources = " ".join(f"[{c}]" for c in result.citations) or "(none)"
+    console.print(f"[dim]Sources: {sources}  request {result.request_id}  "
+                  f"{result.timings.get('total', 0):.1f} s[/dim]", highlight=False)
+    if result.dropped_citations:
+        console.print(f"[yellow]dropped invented citations: {', '.join(result.dropped_citations)}[/yellow]")
 
 
 @app.command()

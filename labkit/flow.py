@@ -1,0 +1,475 @@
+"""The Contoso Chat flow: customer -> queries -> retrieval -> prompt -> answer, as one ChatResult.
+
+Introduced in notebooks/03_build_rag.ipynb.
+
+1. look up the customer with all orders (`labkit.store`);
+2. generate search queries from the question and chat history (`prompts/contoso_queries.prompty`,
+   JSON mode; a deterministic fallback when the model returns bad JSON), and carry the product
+   in focus from earlier turns into follow-ups such as "how much is it?";
+3. hybrid retrieval through azure-search-documents, with filters when the question names a
+   price, category, weight or temperature;
+4. assemble the prompt (`prompts/contoso_chat.prompty`): persona, rules, documents with ids,
+   all orders, customer context, chat history;
+5. chat completion, streamed or not;
+6. a `ChatResult`: cited ids are checked against the retrieved documents, invented ones are
+   moved to `dropped_citations`.
+Every step is an OpenTelemetry span (labkit.tracing); `request_id` is the trace id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from labkit import models, search, store
+from labkit.config import get_settings
+from labkit.prompts import load_prompt
+from labkit.schema import CATEGORIES, load_products
+from labkit.tracing import capture_content, get_tracer
+
+CITATION_RE = re.compile(r"\[(P-\d{3})\]")
+CATALOG_UNAVAILABLE = ("Sorry, I can't look up the Contoso Outdoors catalog right now, so I can't answer "
+                       "product questions reliably. Please try again in a few minutes.")
+
+
+class FlowInputError(ValueError):
+    """The question or history cannot be answered as given (empty, too long, malformed)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"FlowInputError: {self}"]
+
+
+class FlowConfig(BaseModel):
+    """One variant of the flow. `flow_version()` hashes it with the prompt files' hashes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "baseline"
+    prompt: str = "contoso_chat"
+    query_prompt: str = "contoso_queries"
+    chat_model: str | None = None  # None: the active backend's default model or deployment
+    index: str = "products-section"
+    top_k: int = Field(default=3, ge=1, le=50)  # documents per query
+    max_documents: int = Field(default=5, ge=1, le=50)
+    max_context_words: int = Field(default=1200, ge=50)  # documents are trimmed to fit the model's window
+    retrieval_mode: Literal["keyword", "vector", "hybrid", "none"] = "hybrid"
+    use_filters: bool = True
+    guards: bool = False
+    max_tokens: int = Field(default=200, ge=1, le=4096)
+    temperature: float = 0.0
+    seed: int | None = 42
+
+    def flow_version(self) -> str:
+        hashes = [load_prompt(self.prompt).sha256, load_prompt(self.query_prompt).sha256]
+        blob = json.dumps({"config": self.model_dump(), "prompts": hashes}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+class Document(BaseModel):
+    id: str
+    product_id: str
+    title: str = ""
+    score: float
+    content: str
+
+
+class ChatResult(BaseModel):
+    """Everything one answer produced; evaluation, monitoring and the service read this object."""
+
+    answer: str
+    citations: list[str] = Field(default_factory=list)
+    dropped_citations: list[str] = Field(default_factory=list)
+    queries: list[str] = Field(default_factory=list)
+    context: dict[str, Any] = Field(default_factory=lambda: {"documents": [], "orders": []})
+    usage: dict[str, Any] = Field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0,
+                                                           "estimated": False})
+    timings: dict[str, float] = Field(default_factory=dict)
+    safety: list[dict[str, Any]] = Field(default_factory=list)
+    blocked: bool = False
+    catalog_unavailable: bool = False
+    query_fallback: bool = False
+    filter: str | None = None
+    request_id: str = ""
+    model: str = ""
+    prompt: dict[str, Any] = Field(default_factory=dict)
+    flow_version: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# step 2: queries
+# ---------------------------------------------------------------------------------------------
+def _product_names() -> dict[str, str]:
+    return {p.id: p.name for p in load_products()}
+
+
+def products_mentioned(text: str) -> list[str]:
+    """Product ids named in a text, by id ([P-004] or P-004) or by a distinctive name, in order."""
+    found: list[tuple[int, str]] = []
+    lower = text.lower()
+    for pid, name in _product_names().items():
+        positions = [m.start() for m in re.finditer(re.escape(pid), text)]
+        # the name without its generic last words ("Aster -12 Down Sleeping Bag" -> "aster -12")
+        short = " ".join(name.lower().split()[:2])
+        positions += [m.start() for m in re.finditer(re.escape(short) + r"(?![\w-])", lower)]
+        if positions:
+            found.append((min(positions), pid))
+    return [pid for _, pid in sorted(found)]
+
+
+def focus_product(history: list[dict[str, str]]) -> str | None:
+    """The product the conversation was last about (latest turn that names exactly one first)."""
+    for turn in reversed(history):
+        mentioned = products_mentioned(turn.get("content", ""))
+        if mentioned:
+            return mentioned[0] if turn.get("role") == "user" or len(mentioned) == 1 else mentioned[0]
+    return None
+
+
+def parse_queries(text: str, limit: int = 3) -> list[str] | None:
+    """The `queries` list from the model's JSON, or None when the output is not usable."""
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError):
+        match = re.search(r"\{.*\}", text or "", re.S)
+        if not match:
+            return None
+        try:
+            data = json.loads(match.group(0))
+        except ValueError:
+            return None
+    queries = data.get("queries") if isinstance(data, dict) else data if isinstance(data, list) else None
+    if not isinstance(queries, list):
+        return None
+    clean = [q.strip() for q in queries if isinstance(q, str) and q.strip()]
+    return clean[:limit] or None
+
+
+def last_user_turn(history: list[dict[str, str]]) -> str | None:
+    return next((t["content"] for t in reversed(history) if t.get("role") == "user"), None)
+
+
+def with_focus(queries: list[str], question: str, history: list[dict[str, str]]) -> list[str]:
+    """Give a follow-up that names no product the subject of the conversation.
+
+    The product in focus (named in an earlier turn) is added to the queries; when no turn names a
+    product, the previous user question is searched together with the follow-up.
+    """
+    if products_mentioned(question) or not history:
+        return queries
+    pid = focus_product(history)
+    if pid is not None:
+        name = _product_names()[pid]
+        if any(name.lower() in q.lower() for q in queries):
+            return queries
+        return [f"{name} {question}", *queries]
+    previous = last_user_turn(history)
+    return [f"{previous} {question}", *queries] if previous else queries
+
+
+# ---------------------------------------------------------------------------------------------
+# step 3: filters
+# ---------------------------------------------------------------------------------------------
+_CATEGORY_WORDS = {
+    "Tents": r"\btents?\b", "Backpacks": r"\b(backpacks?|daypacks?|rucksacks?)\b",
+    "Sleeping Bags": r"\bsleeping bags?\b", "Footwear": r"\b(boots?|shoes?|sandals?|footwear)\b",
+    "Clothing": r"\b(jackets?|base layers?|clothing)\b", "Camp Stoves": r"\bstoves?\b",
+    "Camp Furniture": r"\b(chairs?|tables?|furniture)\b", "Navigation": r"\b(compass(es)?|gps|navigation)\b",
+}
+_PRICE_MAX = re.compile(r"\b(under|below|less than|cheaper than|at most|max(imum)?)\s*\$?\s*(\d+(?:\.\d+)?)",
+                        re.I)
+_PRICE_MIN = re.compile(r"\b(over|above|more than|at least)\s*\$\s*(\d+(?:\.\d+)?)", re.I)
+_WEIGHT_MAX = re.compile(r"\b(under|below|less than|lighter than)\s*(\d+(?:\.\d+)?)\s*(kg|g)\b", re.I)
+_TEMP = re.compile(r"(-?\s?\d+(?:\.\d+)?)\s*°?\s*(c|celsius)\b", re.I)
+
+
+def query_filter(question: str) -> str | None:
+    """An OData filter for price, category, weight or temperature named in the question, or None."""
+    parts = []
+    categories = [c for c, pattern in _CATEGORY_WORDS.items() if re.search(pattern, question, re.I)]
+    if len(categories) == 1 and categories[0] in CATEGORIES:
+        parts.append(f"category eq '{categories[0]}'")
+    if m := _PRICE_MAX.search(question):
+        parts.append(f"price le {float(m.group(3))}")
+    if (m := _PRICE_MIN.search(question)) and "$" in m.group(0):
+        parts.append(f"price ge {float(m.group(2))}")
+    if m := _WEIGHT_MAX.search(question):
+        grams = float(m.group(2)) * (1000 if m.group(3).lower() == "kg" else 1)
+        parts.append(f"weight_g le {int(grams)}")
+    if (m := _TEMP.search(question)) and re.search(r"\b(bag|sleep|warm|cold|night|rated)", question, re.I):
+        parts.append(f"temp_rating_c le {float(m.group(1).replace(' ', ''))}")
+    return " and ".join(parts) or None
+
+
+# ---------------------------------------------------------------------------------------------
+# the flow
+# ---------------------------------------------------------------------------------------------
+def fit_documents(docs: list[dict[str, Any]], budget_words: int) -> list[dict[str, Any]]:
+    """Trim document contents so that together they stay within `budget_words` words."""
+    if not docs:
+        return docs
+    share = max(budget_words // len(docs), 30)
+    out = []
+    for d in docs:
+        words = d["content"].split()
+        content = d["content"] if len(words) <= share else " ".join(words[:share]) + " ..."
+        out.append({**d, "content": content})
+    return out
+
+
+def split_citations(text: str, retrieved: set[str]) -> tuple[list[str], list[str]]:
+    """Cited product ids that were retrieved (kept) and those that were not (dropped), in order."""
+    cited = list(dict.fromkeys(CITATION_RE.findall(text)))
+    return [c for c in cited if c in retrieved], [c for c in cited if c not in retrieved]
+
+
+def _check_input(question: str, history: list[dict[str, str]] | None) -> list[dict[str, str]]:
+    if not isinstance(question, str) or not question.strip():
+        raise FlowInputError("the question is empty")
+    limit = get_settings().labkit_max_question_chars
+    if len(question) > limit:
+        raise FlowInputError(f"the question has {len(question)} characters; the maximum is {limit}")
+    clean = []
+    for turn in history or []:
+        if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant") \
+                or not isinstance(turn.get("content"), str):
+            raise FlowInputError("each history turn needs a role (user or assistant) and a content string")
+        clean.append({"role": turn["role"], "content": turn["content"][:limit * 2]})
+    return clean[-10:]
+
+
+class _Run:
+    """State of one request while it moves through the steps (shared by answer() and stream())."""
+
+    def __init__(self, question: str, customer_id: str, history: list[dict[str, str]] | None,
+                 config: FlowConfig | None):
+        self.history = _check_input(question, history)
+        self.question = question.strip()
+        self.customer_id = customer_id
+        self.config = config or FlowConfig()
+        self.prompt = load_prompt(self.config.prompt)
+        self.query_prompt = load_prompt(self.config.query_prompt)
+        self.model = self.config.chat_model or models.chat_model_name()
+        self.result = ChatResult(answer="", model=self.model, prompt=self.prompt.identity,
+                                 flow_version=self.config.flow_version())
+        self.tracer = get_tracer()
+        self.client = models.chat_client()
+        self.usage = {"input_tokens": 0, "output_tokens": 0, "estimated": False}
+
+    def _timed(self, step: str, start: float) -> None:
+        self.result.timings[step] = round(time.perf_counter() - start, 4)
+
+    def _record_usage(self, span: Any, usage: dict[str, Any]) -> None:
+        for key in ("input_tokens", "output_tokens"):
+            if usage.get(key) is not None:
+                self.usage[key] += usage[key]
+                span.set_attribute(f"gen_ai.usage.{key}", usage[key])
+        self.usage["estimated"] = self.usage["estimated"] or bool(usage.get("estimated"))
+
+    def _chat_attributes(self, span: Any, params: dict[str, Any]) -> None:
+        span.set_attribute("gen_ai.operation.name", "chat")
+        span.set_attribute("gen_ai.provider.name", get_settings().backend_for("chat"))
+        span.set_attribute("gen_ai.request.model", self.model)
+        for key in ("temperature", "max_tokens"):
+            if params.get(key) is not None:
+                span.set_attribute(f"gen_ai.request.{key}", params[key])
+
+    def prepare(self) -> bool:
+        """Steps 1-4. Returns False when the catalog is unavailable (the result says so)."""
+        t = time.perf_counter()
+        with self.tracer.start_as_current_span("customer_lookup") as span:
+            customer = store.get_customer(self.customer_id)
+            span.set_attribute("labkit.customer.orders", len(customer["orders"]))
+        self.customer = customer
+        self.result.context["orders"] = customer["orders"]
+        self._timed("customer", t)
+
+        t = time.perf_counter()
+        self.result.queries = self.generate_queries()
+        self._timed("queries", t)
+
+        t = time.perf_counter()
+        try:
+            documents = self.retrieve(self.result.queries)
+        except Exception as exc:  # the search service is down or unreachable: say so, no traceback
+            from azure.core.exceptions import AzureError
+
+            from labkit.services.manager import ServiceError
+
+            if not isinstance(exc, AzureError | ServiceError | OSError):
+                raise
+            self.result.catalog_unavailable = True
+            self.result.answer = CATALOG_UNAVAILABLE
+            self._timed("retrieval", t)
+            return False
+        self.result.context["documents"] = [d.model_dump() for d in documents]
+        self._timed("retrieval", t)
+
+        t = time.perf_counter()
+        docs = fit_documents([d.model_dump() for d in documents], self.config.max_context_words)
+        self.messages = self.prompt.render(question=self.question, customer=customer, documents=docs,
+                                           history=self.history)
+        self._timed("prompt", t)
+        return True
+
+    def generate_queries(self) -> list[str]:
+        params = self.query_prompt.call_arguments(self.config.chat_model)
+        with self.tracer.start_as_current_span("generate_queries"), \
+                self.tracer.start_as_current_span(f"chat {self.model}") as span:
+            self._chat_attributes(span, params)
+            queries = None
+            try:
+                reply = self.query_prompt.run(self.client, model=self.config.chat_model,
+                                              question=self.question, history=self.history)
+                self._record_usage(span, reply.usage)
+                span.set_attribute("gen_ai.response.finish_reasons", [reply.finish_reason or ""])
+                queries = parse_queries(reply.text)
+            except Exception as exc:  # an unusable reply (bad JSON, refusal) is survived
+                span.record_exception(exc)
+            if queries is None:
+                self.result.query_fallback = True
+                queries = []
+            # the question itself always searches too: a weak query writer cannot lose it
+            queries = list(dict.fromkeys([self.question, *queries]))[:3]
+            queries = with_focus(queries, self.question, self.history)[:4]
+            if capture_content():
+                span.set_attribute("labkit.queries", queries)
+        return queries
+
+    def retrieve(self, queries: list[str]) -> list[Document]:
+        cfg = self.config
+        if cfg.retrieval_mode == "none":
+            return []
+        subject = self.question
+        if self.history and not products_mentioned(self.question) and focus_product(self.history) is None:
+            subject = f"{last_user_turn(self.history) or ''} {self.question}"  # a follow-up keeps its filters
+        flt = query_filter(subject) if cfg.use_filters else None
+        self.result.filter = flt
+        client = search.search_client(cfg.index, retry_total=1)
+        self._ensure_index(client)
+        best: dict[str, Document] = {}
+        vectors = None
+        if cfg.retrieval_mode != "keyword":
+            with self.tracer.start_as_current_span(f"embeddings {models.embedding_model_name()}") as span:
+                span.set_attribute("gen_ai.operation.name", "embeddings")
+                span.set_attribute("gen_ai.request.model", models.embedding_model_name())
+                vectors = models.embed_cached(queries)
+        for i, query in enumerate(queries):
+            with self.tracer.start_as_current_span(f"retrieval {cfg.index}") as span:
+                span.set_attribute("gen_ai.operation.name", "retrieval")
+                span.set_attribute("gen_ai.data_source.id", cfg.index)
+                if capture_content():
+                    span.set_attribute("gen_ai.retrieval.query.text", query)
+                if flt:
+                    span.set_attribute("labkit.retrieval.filter", flt)
+                vector = vectors[i].tolist() if vectors is not None else None
+                hits = search.search(query, cfg.index, mode=cfg.retrieval_mode, top=cfg.top_k, filter=flt,
+                                     vector=vector, client=client)
+                if not hits and flt:  # a filter that excludes everything: fall back to no filter
+                    hits = search.search(query, cfg.index, mode=cfg.retrieval_mode, top=cfg.top_k,
+                                         vector=vector, client=client)
+                span.set_attribute("labkit.retrieval.documents", len(hits))
+            for h in hits:
+                doc = Document(id=h["id"], product_id=h["product_id"], title=h.get("title") or "",
+                               score=float(h["score"]), content=h.get("content") or "")
+                if doc.id not in best or best[doc.id].score < doc.score:
+                    best[doc.id] = doc
+        return sorted(best.values(), key=lambda d: -d.score)[: cfg.max_documents]
+
+    def _ensure_index(self, client: Any) -> None:
+        """Build a missing `products-<strategy>` index once, so a fresh machine can answer."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            client.get_document_count()
+        except ResourceNotFoundError:
+            strategy = self.config.index.removeprefix("products-")
+            if strategy not in search.STRATEGIES:
+                raise
+            search.ensure_index(strategy)
+
+    def chat_params(self) -> dict[str, Any]:
+        cfg = self.config
+        return self.prompt.call_arguments(cfg.chat_model, {"max_tokens": cfg.max_tokens,
+                                                           "temperature": cfg.temperature, "seed": cfg.seed})
+
+    def finish(self, text: str) -> ChatResult:
+        retrieved = {d["product_id"] for d in self.result.context["documents"]}
+        self.result.answer = text.strip()
+        self.result.citations, self.result.dropped_citations = split_citations(text, retrieved)
+        self.result.usage = dict(self.usage)
+        return self.result
+
+
+def answer(question: str, customer_id: str, history: list[dict[str, str]] | None = None,
+           config: FlowConfig | None = None) -> ChatResult:
+    """Answer one question for one customer. Raises FlowInputError or CustomerNotFound on bad input."""
+    run = _Run(question, customer_id, history, config)
+    start = time.perf_counter()
+    with run.tracer.start_as_current_span("contoso_chat") as root:
+        run.result.request_id = f"{root.get_span_context().trace_id:032x}"
+        root.set_attribute("labkit.flow_version", run.result.flow_version)
+        root.set_attribute("labkit.flow.name", run.config.name)
+        if run.prepare():
+            t = time.perf_counter()
+            params = run.chat_params()
+            with run.tracer.start_as_current_span(f"chat {run.model}") as span:
+                run._chat_attributes(span, params)
+                reply = models.chat(run.messages, client=run.client, **params)
+                run._record_usage(span, reply.usage)
+                span.set_attribute("gen_ai.response.model", reply.model)
+                span.set_attribute("gen_ai.response.finish_reasons", [reply.finish_reason or ""])
+                if capture_content():
+                    span.set_attribute("labkit.answer", reply.text)
+            run._timed("answer", t)
+            run.finish(reply.text)
+        root.set_attribute("labkit.catalog_unavailable", run.result.catalog_unavailable)
+    run.result.timings["total"] = round(time.perf_counter() - start, 4)
+    return run.result
+
+
+def stream(question: str, customer_id: str, history: list[dict[str, str]] | None = None,
+           config: FlowConfig | None = None) -> Iterator[str | ChatResult]:
+    """Yield the answer in text pieces as they arrive, then the ChatResult.
+
+    The local server sends no usage with streams: output tokens are counted from the pieces
+    (one per chunk) and input tokens are estimated, so `usage.estimated` is true.
+    """
+    run = _Run(question, customer_id, history, config)
+    start = time.perf_counter()
+    with run.tracer.start_as_current_span("contoso_chat") as root:
+        run.result.request_id = f"{root.get_span_context().trace_id:032x}"
+        root.set_attribute("labkit.flow_version", run.result.flow_version)
+        if not run.prepare():
+            yield run.result.answer
+        else:
+            t = time.perf_counter()
+            params = run.chat_params()
+            pieces: list[str] = []
+            with run.tracer.start_as_current_span(f"chat {run.model}") as span:
+                run._chat_attributes(span, params)
+                response = run.client.chat.completions.create(messages=run.messages, stream=True,  # type: ignore
+                                                              **params)
+                usage = None
+                for chunk in response:
+                    if getattr(chunk, "usage", None):
+                        usage = chunk.usage
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        pieces.append(chunk.choices[0].delta.content)
+                        yield pieces[-1]
+                if usage is not None:
+                    counted = {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
+                else:
+                    prompt_chars = sum(len(m["content"]) for m in run.messages)
+                    counted = {"input_tokens": prompt_chars // 4, "output_tokens": len(pieces),
+                               "estimated": True}
+                run._record_usage(span, counted)
+            run._timed("answer", t)
+            run.finish("".join(pieces))
+    run.result.timings["total"] = round(time.perf_counter() - start, 4)
+    yield run.result

@@ -1,0 +1,164 @@
+"""OpenTelemetry tracing with GenAI semantic-convention names, stored locally in SQLite.
+
+Introduced in notebooks/03_build_rag.ipynb.
+
+Every flow step emits a span; spans go to `LABKIT_HOME/traces.sqlite` (schema in
+docs/architecture.md), keyed by trace id, which is also the flow's `request_id`. Message contents
+(prompts, answers, queries) are recorded only when `LABKIT_TRACE_CONTENT=1`. Attribute values
+never include keys or secrets: only names, counts, timings and (optionally) contents.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+from labkit.config import get_settings
+
+TRACER_NAME = "labkit"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id   TEXT NOT NULL,          -- 32 hex chars; equals ChatResult.request_id
+    span_id    TEXT PRIMARY KEY,       -- 16 hex chars
+    parent_id  TEXT,                   -- NULL for the root span
+    name       TEXT NOT NULL,          -- e.g. "chat smollm2-135m-instruct", "retrieval products-section"
+    operation  TEXT,                   -- gen_ai.operation.name (chat, embeddings, retrieval) or NULL
+    start_ns   INTEGER NOT NULL,       -- epoch nanoseconds
+    end_ns     INTEGER NOT NULL,
+    status     TEXT NOT NULL,          -- UNSET | OK | ERROR
+    attributes TEXT NOT NULL,          -- JSON object of span attributes
+    events     TEXT NOT NULL           -- JSON list of {name, time_ns, attributes}
+);
+CREATE INDEX IF NOT EXISTS spans_by_trace ON spans(trace_id);
+CREATE INDEX IF NOT EXISTS spans_by_start ON spans(start_ns);
+"""
+
+
+class SqliteSpanExporter(SpanExporter):
+    """Writes finished spans to a SQLite file (one row per span)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(path) as conn:
+            conn.executescript(SCHEMA)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        rows = []
+        for s in spans:
+            ctx = s.get_span_context()
+            if ctx is None:
+                continue
+            attrs = dict(s.attributes or {})
+            parent = f"{s.parent.span_id:016x}" if s.parent else None
+            rows.append((
+                f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", parent,
+                s.name, attrs.get("gen_ai.operation.name"), s.start_time or 0, s.end_time or 0,
+                s.status.status_code.name, json.dumps(attrs, default=str),
+                json.dumps([{"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes or {})}
+                            for e in s.events], default=str),
+            ))
+        with self._lock, sqlite3.connect(self.path) as conn:
+            conn.executemany("INSERT OR REPLACE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
+_provider: TracerProvider | None = None
+_provider_path: Path | None = None
+_provider_lock = threading.Lock()
+
+
+def trace_store_path() -> Path:
+    return get_settings().home / "traces.sqlite"
+
+
+def get_tracer() -> trace.Tracer:
+    """The labkit tracer, exporting to LABKIT_HOME/traces.sqlite (re-created if LABKIT_HOME changes)."""
+    global _provider, _provider_path
+    path = trace_store_path()
+    with _provider_lock:
+        if _provider is None or _provider_path != path:
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(SqliteSpanExporter(path)))
+            _provider, _provider_path = provider, path
+        return _provider.get_tracer(TRACER_NAME)
+
+
+def capture_content() -> bool:
+    """Whether message contents go into spans (LABKIT_TRACE_CONTENT=1)."""
+    return get_settings().labkit_trace_content
+
+
+def current_trace_id() -> str:
+    ctx = trace.get_current_span().get_span_context()
+    return f"{ctx.trace_id:032x}" if ctx and ctx.is_valid else ""
+
+
+def get_trace(request_id: str, path: Path | None = None) -> list[dict[str, Any]]:
+    """All spans of one request, in start order, with attributes decoded and durations in ms."""
+    path = path or trace_store_path()
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute("SELECT * FROM spans WHERE trace_id = ? ORDER BY start_ns",
+                            (request_id,)).fetchall()
+    out = []
+    for r in rows:
+        d = dict(r)
+        d["attributes"] = json.loads(d["attributes"])
+        d["events"] = json.loads(d["events"])
+        d["duration_ms"] = (d["end_ns"] - d["start_ns"]) / 1e6
+        out.append(d)
+    return out
+
+
+def trace_table(request_id: str) -> Any:
+    """One answer's trace as a pandas DataFrame (span, operation, start offset, duration, tokens)."""
+    import pandas as pd
+
+    spans = get_trace(request_id)
+    if not spans:
+        return pd.DataFrame()
+    t0 = min(s["start_ns"] for s in spans)
+    depth: dict[str, int] = {}
+    for s in spans:
+        depth[s["span_id"]] = depth.get(s["parent_id"] or "", -1) + 1 if s["parent_id"] else 0
+    return pd.DataFrame([{
+        "span": "  " * depth[s["span_id"]] + s["name"],
+        "operation": s["operation"] or "",
+        "start_ms": round((s["start_ns"] - t0) / 1e6, 1),
+        "duration_ms": round(s["duration_ms"], 1),
+        "input_tokens": s["attributes"].get("gen_ai.usage.input_tokens"),
+        "output_tokens": s["attributes"].get("gen_ai.usage.output_tokens"),
+        "status": s["status"],
+    } for s in spans])
+
+
+def plot_timeline(request_id: str, ax: Any = None) -> Any:
+    """A horizontal bar per span: where the time of one answer went."""
+    import matplotlib.pyplot as plt
+
+    table = trace_table(request_id)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 0.4 * max(len(table), 3) + 1))
+    colours = {"chat": "tab:orange", "embeddings": "tab:green", "retrieval": "tab:blue"}
+    for i, row in enumerate(table.itertuples()):
+        ax.barh(i, row.duration_ms, left=row.start_ms, color=colours.get(row.operation, "tab:gray"))
+    ax.set_yticks(range(len(table)), labels=list(table["span"]))
+    ax.invert_yaxis()
+    ax.set_xlabel("milliseconds since the request started")
+    ax.set_title(f"trace {request_id[:8]}...")
+    return ax

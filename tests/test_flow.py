@@ -1,0 +1,149 @@
+"""The Contoso Chat flow against the real local services (model, search, SQLite store): no mocks."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labkit import flow, search, store
+from labkit.config import Settings
+from labkit.tracing import get_trace
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.services
+CONFIG = flow.FlowConfig(index="products-product", max_tokens=24, top_k=2, max_documents=4, max_context_words=300)
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    import os
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith(("LABKIT_", "AZURE_", "OPENAI_")):
+                mp.delenv(name, raising=False)
+        mp.setattr(Settings, "model_config", {**Settings.model_config, "env_file": None})
+        mp.setenv("LABKIT_HOME", str(tmp_path_factory.mktemp("flow-home")))
+        mp.setenv("LABKIT_MODEL_PORT", str(free_port()))
+        mp.setenv("LABKIT_SEARCH_PORT", str(free_port()))
+        settings = Settings()
+        search.build_index("product", settings=settings)
+        yield settings
+        from labkit.services import stop
+
+        stop(settings=settings)
+
+
+def test_every_field_is_filled_and_citations_come_from_retrieval(local: Settings) -> None:
+    result = flow.answer("Which tent is lighter, the Skyfall 2 or the Skyfall 2 UL?", "C-002", config=CONFIG)
+    assert result.answer and result.queries and result.request_id and len(result.request_id) == 32
+    assert result.model == local.labkit_local_chat_model
+    assert result.prompt["name"] == "contoso_chat" and len(result.prompt["sha256"]) == 64
+    assert result.flow_version == CONFIG.flow_version()
+    assert {"customer", "queries", "retrieval", "prompt", "answer", "total"} <= set(result.timings)
+    assert result.usage["input_tokens"] > 0 and result.usage["output_tokens"] > 0
+    retrieved = {d["product_id"] for d in result.context["documents"]}
+    assert retrieved and {"P-001", "P-002"} & retrieved
+    assert set(result.citations) <= retrieved
+    assert result.safety == [] and result.blocked is False and result.catalog_unavailable is False
+    # orders come from the store, all of them
+    assert result.context["orders"] == store.get_customer("C-002")["orders"]
+
+
+def test_citations_are_checked_against_retrieved_documents() -> None:
+    kept, dropped = flow.split_citations("Try [P-001] or [P-099], and [P-001] again [P-002].", {"P-001", "P-002"})
+    assert kept == ["P-001", "P-002"] and dropped == ["P-099"]
+
+
+def test_follow_up_keeps_the_product_in_focus(local: Settings) -> None:
+    first = flow.answer("Tell me about the Aster -12 sleeping bag.", "C-001", config=CONFIG)
+    history = [{"role": "user", "content": "Tell me about the Aster -12 sleeping bag."},
+               {"role": "assistant", "content": first.answer}]
+    second = flow.answer("how much is it?", "C-001", history=history, config=CONFIG)
+    assert any("Aster -12" in q for q in second.queries), second.queries
+    assert "P-008" in {d["product_id"] for d in second.context["documents"]}
+
+
+def test_bad_json_from_the_query_model_is_survived(local: Settings, tmp_path: Path) -> None:
+    bad = tmp_path / "bad_queries.prompty"
+    bad.write_text("---\nname: bad_queries\nversion: 1\nmodel:\n  api: chat\n  parameters:\n    max_tokens: 8\n"
+                   "inputs:\n  question:\n    type: string\n  history:\n    type: list\n    default: []\n---\n"
+                   "user:\nSay the word banana and nothing else.\n")
+    result = flow.answer("Is the Trailhead 28 waterproof?", "C-003", config=CONFIG.model_copy(
+        update={"query_prompt": str(bad)}))
+    assert result.query_fallback is True
+    assert result.queries[0] == "Is the Trailhead 28 waterproof?"
+    assert result.answer
+
+
+def test_filters_follow_the_question() -> None:
+    assert flow.query_filter("tents under $200") == "category eq 'Tents' and price le 200.0"
+    assert flow.query_filter("a sleeping bag for -10 C") == "category eq 'Sleeping Bags' and temp_rating_c le -10.0"
+    assert flow.query_filter("a backpack lighter than 1.5 kg") == "category eq 'Backpacks' and weight_g le 1500"
+    assert flow.query_filter("hello") is None
+
+
+def test_spans_are_stored_with_genai_names(local: Settings) -> None:
+    result = flow.answer("What does the Spark stove weigh?", "C-004", config=CONFIG)
+    spans = get_trace(result.request_id)
+    operations = {s["operation"] for s in spans}
+    assert {"chat", "embeddings", "retrieval"} <= operations
+    chat = [s for s in spans if s["operation"] == "chat"]
+    assert chat[-1]["name"] == f"chat {result.model}"
+    for key in ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model",
+                "gen_ai.request.max_tokens", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"):
+        assert key in chat[-1]["attributes"], key
+    retrieval = [s for s in spans if s["operation"] == "retrieval"][0]
+    assert retrieval["attributes"]["gen_ai.data_source.id"] == "products-product"
+    assert "gen_ai.retrieval.query.text" not in retrieval["attributes"]  # contents off by default
+    root = [s for s in spans if s["parent_id"] is None]
+    assert len(root) == 1 and root[0]["name"] == "contoso_chat"
+
+
+def test_stream_yields_pieces_then_the_result(local: Settings) -> None:
+    items = list(flow.stream("Is the Rover chair heavy?", "C-005", config=CONFIG))
+    *pieces, result = items
+    assert isinstance(result, flow.ChatResult) and pieces and all(isinstance(p, str) for p in pieces)
+    assert result.answer == "".join(pieces).strip()
+    assert result.usage["estimated"] is True and result.usage["output_tokens"] >= len(pieces)
+
+
+@pytest.mark.parametrize("question", ["", "   ", "x" * 5000])
+def test_bad_questions_are_rejected(local: Settings, question: str) -> None:
+    with pytest.raises(flow.FlowInputError):
+        flow.answer(question, "C-001", config=CONFIG)
+
+
+def test_unknown_customer_is_a_clear_error(local: Settings) -> None:
+    with pytest.raises(store.CustomerNotFound):
+        flow.answer("hello", "C-404", config=CONFIG)
+
+
+def test_search_down_gives_catalog_unavailable(local: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:  # a port nobody listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    monkeypatch.setenv("LABKIT_SEARCH_BACKEND", "azure")
+    monkeypatch.setenv("AZURE_SEARCH_ENDPOINT", f"http://127.0.0.1:{dead}")
+    monkeypatch.setenv("AZURE_SEARCH_API_KEY", "not-a-real-key")
+    result = flow.answer("Do you sell tents?", "C-001", config=CONFIG)
+    assert result.catalog_unavailable is True
+    assert "catalog" in result.answer and result.context["documents"] == []
+
+
+def test_cli_chat_json_and_errors(local: Settings) -> None:
+    import json
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "labkit.cli", "chat"]
+    out = subprocess.run([*run, "--customer", "C-001", "--json", "Do you sell a compass?"], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["answer"] and result["request_id"] and result["context"]["documents"]
+    bad = subprocess.run([*run, "--customer", "C-404", "hello"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "CustomerNotFound" in bad.stderr and "Traceback" not in bad.stderr
