@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,3 +41,25 @@ def isolated_home(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Set
     from labkit.services import stop
 
     stop(settings=settings)
+
+
+@contextlib.contextmanager
+def module_home(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Settings]:
+    """Like `isolated_home`, for a module-scoped fixture: clean env, temp LABKIT_HOME, free ports."""
+    import os
+
+    with pytest.MonkeyPatch.context() as mp:
+        for var in list(os.environ):
+            if var.startswith(("LABKIT_", "AZURE_", "OPENAI_")):
+                mp.delenv(var, raising=False)
+        mp.setattr(Settings, "model_config", {**Settings.model_config, "env_file": None})
+        mp.setenv("LABKIT_HOME", str(tmp_path_factory.mktemp(name)))
+        mp.setenv("LABKIT_MODEL_PORT", str(free_port()))
+        mp.setenv("LABKIT_SEARCH_PORT", str(free_port()))
+        settings = Settings()
+        try:
+            yield settings
+        finally:
+            from labkit.services import stop
+
+            stop(settings=settings)

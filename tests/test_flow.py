@@ -11,7 +11,7 @@ import pytest
 from labkit import flow, search, store
 from labkit.config import Settings
 from labkit.tracing import get_trace
-from tests.conftest import free_port
+from tests.conftest import module_home
 
 pytestmark = pytest.mark.services
 CONFIG = flow.FlowConfig(index="products-product", max_tokens=24, top_k=2, max_documents=4, max_context_words=300)
@@ -19,22 +19,9 @@ CONFIG = flow.FlowConfig(index="products-product", max_tokens=24, top_k=2, max_d
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    import os
-
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith(("LABKIT_", "AZURE_", "OPENAI_")):
-                mp.delenv(name, raising=False)
-        mp.setattr(Settings, "model_config", {**Settings.model_config, "env_file": None})
-        mp.setenv("LABKIT_HOME", str(tmp_path_factory.mktemp("flow-home")))
-        mp.setenv("LABKIT_MODEL_PORT", str(free_port()))
-        mp.setenv("LABKIT_SEARCH_PORT", str(free_port()))
-        settings = Settings()
+    with module_home(tmp_path_factory, "flow-home") as settings:
         search.build_index("product", settings=settings)
         yield settings
-        from labkit.services import stop
-
-        stop(settings=settings)
 
 
 def test_every_field_is_filled_and_citations_come_from_retrieval(local: Settings) -> None:

@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from labkit import models
 from labkit.config import Settings
-from tests.conftest import free_port
+from tests.conftest import module_home
 
 pytestmark = pytest.mark.services
 
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    with pytest.MonkeyPatch.context() as mp:
-        import os
-
-        for name in list(os.environ):
-            if name.startswith(("LABKIT_", "AZURE_", "OPENAI_")):
-                mp.delenv(name, raising=False)
-        mp.setattr(Settings, "model_config", {**Settings.model_config, "env_file": None})
-        home: Path = tmp_path_factory.mktemp("models-home")
-        mp.setenv("LABKIT_HOME", str(home))
-        mp.setenv("LABKIT_MODEL_PORT", str(free_port()))
-        settings = Settings()
+    with module_home(tmp_path_factory, "models-home") as settings:
         yield settings
-        from labkit.services import stop
-
-        stop(settings=settings)
 
 
 def test_chat_returns_text_usage_and_latency(local: Settings) -> None:

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from azure.core.credentials import AzureKeyCredential
+from azure.search.documents import SearchClient
+from azure.search.documents.indexes import SearchIndexClient
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -136,3 +139,25 @@ def search_service(tmp_path: Path) -> Iterator[SearchServiceProcess]:
 def search_service_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SearchServiceProcess]:
     """One search service shared by the tests of a module (use distinct index names)."""
     yield from _run(tmp_path_factory.mktemp("search-service"))
+
+
+# ---- module-scoped fixtures shared by the conformance test modules -----------------------------
+@pytest.fixture(scope="module")
+def service(search_service_module: SearchServiceProcess) -> SearchServiceProcess:
+    return search_service_module
+
+
+@pytest.fixture(scope="module")
+def index_client(service: SearchServiceProcess) -> SearchIndexClient:
+    return SearchIndexClient(service.endpoint, AzureKeyCredential(service.admin_key))
+
+
+@pytest.fixture(scope="module")
+def products(service: SearchServiceProcess, index_client: SearchIndexClient) -> Iterator[SearchClient]:
+    """A read-only index with DOCS, shared by the search tests."""
+    from .sdk_data import DOCS, index_definition
+
+    index_client.create_or_update_index(index_definition("products"))
+    client = SearchClient(service.endpoint, "products", AzureKeyCredential(service.admin_key))
+    assert all(r.succeeded for r in client.upload_documents(DOCS))
+    yield client

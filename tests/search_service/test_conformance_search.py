@@ -3,8 +3,6 @@ unsupported features, driven through the real SDK over HTTP against a real subpr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import HttpResponseError
@@ -18,23 +16,6 @@ from .sdk_data import API, DOCS, http, ids, index_definition, vq
 pytestmark = pytest.mark.services
 
 
-@pytest.fixture(scope="module")
-def service(search_service_module: SearchServiceProcess) -> SearchServiceProcess:
-    return search_service_module
-
-
-@pytest.fixture(scope="module")
-def index_client(service: SearchServiceProcess) -> SearchIndexClient:
-    return SearchIndexClient(service.endpoint, AzureKeyCredential(service.admin_key))
-
-
-@pytest.fixture(scope="module")
-def products(service: SearchServiceProcess, index_client: SearchIndexClient) -> Iterator[SearchClient]:
-    """A read-only index with DOCS, shared by the search tests."""
-    index_client.create_or_update_index(index_definition("products"))
-    client = SearchClient(service.endpoint, "products", AzureKeyCredential(service.admin_key))
-    assert all(r.succeeded for r in client.upload_documents(DOCS))
-    yield client
 
 
 # ------------------------------------------------------------------------ text search
