@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     # the chat flow and tracing
     labkit_trace_content: bool = False  # record prompts/answers in spans only when asked
     labkit_max_question_chars: int = 2000
+    labkit_judge_model: str | None = None  # evaluation judges; None: the chat model
 
     # Azure OpenAI (key optional: without it, Entra ID through azure-identity)
     azure_openai_endpoint: str | None = None

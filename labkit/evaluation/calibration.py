@@ -1,0 +1,123 @@
+"""Judge calibration against human labels: exact agreement, within-one agreement, Cohen's kappa.
+
+Introduced in notebooks/04_evaluate.ipynb. Unmeasured judge outputs are excluded from the
+agreement figures and reported as a count (and a rate), never treated as a score.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from labkit.evaluation.base import Outcome, Score
+
+
+def cohen_kappa(a: Sequence[int], b: Sequence[int], labels: Sequence[int] = (1, 2, 3, 4, 5),
+                weights: str | None = None) -> float:
+    """Cohen's kappa of two raters; `weights="quadratic"` for the weighted variant."""
+    if len(a) != len(b) or not a:
+        raise ValueError("need two equally long, non-empty rating lists")
+    index = {label: i for i, label in enumerate(labels)}
+    k, n = len(labels), len(a)
+    observed = [[0.0] * k for _ in range(k)]
+    for x, y in zip(a, b, strict=True):
+        observed[index[x]][index[y]] += 1 / n
+    pa, pb = Counter(a), Counter(b)
+    expected = [[pa[labels[i]] / n * pb[labels[j]] / n for j in range(k)] for i in range(k)]
+
+    def weight(i: int, j: int) -> float:
+        if weights == "quadratic":
+            return (i - j) ** 2 / (k - 1) ** 2
+        return 0.0 if i == j else 1.0
+
+    disagree_obs = sum(weight(i, j) * observed[i][j] for i in range(k) for j in range(k))
+    disagree_exp = sum(weight(i, j) * expected[i][j] for i in range(k) for j in range(k))
+    if disagree_exp == 0:
+        return 1.0 if disagree_obs == 0 else 0.0
+    return 1 - disagree_obs / disagree_exp
+
+
+@dataclass
+class Agreement:
+    judge: str
+    n: int            # rows with a human label
+    measured: int     # rows the judge scored
+    unmeasured: int   # rows the judge's output could not be parsed for
+    exact: float | None
+    within_one: float | None
+    kappa: float | None
+    kappa_quadratic: float | None
+    mean_judge: float | None
+    mean_human: float | None
+
+
+def agreement(judge: str, human: Sequence[int], outcomes: Sequence[Outcome]) -> Agreement:
+    """Compare a judge's outcomes with human scores row by row."""
+    pairs = [(h, int(o.value)) for h, o in zip(human, outcomes, strict=True) if isinstance(o, Score)]
+    if not pairs:
+        return Agreement(judge, len(human), 0, len(human), None, None, None, None, None, None)
+    hs, js = [p[0] for p in pairs], [p[1] for p in pairs]
+    m = len(pairs)
+    return Agreement(
+        judge=judge, n=len(human), measured=m, unmeasured=len(human) - m,
+        exact=sum(h == j for h, j in pairs) / m,
+        within_one=sum(abs(h - j) <= 1 for h, j in pairs) / m,
+        kappa=cohen_kappa(hs, js), kappa_quadratic=cohen_kappa(hs, js, weights="quadratic"),
+        mean_judge=sum(js) / m, mean_human=sum(hs) / m,
+    )
+
+
+def run_calibration(judges: Sequence[str] | None = None, limit: int | None = None,
+                    progress: bool = True) -> list[tuple[Agreement, list[Outcome]]]:
+    """Run each judge over its human-labelled calibration file (data/eval/calibration/<judge>.jsonl).
+
+    Uses the configured judge model and backend: with a stronger judge configured the same call
+    measures it.
+    """
+    from tqdm.auto import tqdm
+
+    from labkit.evaluation.judges import JUDGES, JudgeEvaluator
+    from labkit.evaluation.testset import load_calibration
+
+    out = []
+    for name in judges or JUDGES:
+        rows = load_calibration(name)[:limit]
+        judge = JudgeEvaluator(name)
+        outcomes = [judge.judge(r.query, r.response, r.context)
+                    for r in tqdm(rows, desc=f"judge {name}", disable=not progress)]
+        out.append((agreement(name, [r.human_score for r in rows], outcomes), outcomes))
+    return out
+
+
+def main() -> None:
+    """`python -m labkit.evaluation.calibration [--limit N]`: print each judge's agreement."""
+    import argparse
+    import json
+    from dataclasses import asdict
+
+    from labkit import models
+    from labkit.config import get_settings
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--json", dest="json_out", default=None, help="also write the figures to this file")
+    args = parser.parse_args()
+    judge_model = get_settings().labkit_judge_model or models.chat_model_name()
+    rows = [asdict(a) for a, _ in run_calibration(limit=args.limit)]
+    print(f"judge model: {judge_model}")
+    print(f"{'judge':14s}{'n':>4s}{'scored':>8s}{'unmeas.':>8s}{'exact':>8s}{'within1':>9s}{'kappa':>8s}"
+          f"{'kappa_q':>9s}{'mean judge':>11s}{'mean human':>11s}")
+    for r in rows:
+        def f(x: float | None) -> str:
+            return "   -" if x is None else f"{x:.2f}"
+        print(f"{r['judge']:14s}{r['n']:4d}{r['measured']:8d}{r['unmeasured']:8d}{f(r['exact']):>8s}"
+              f"{f(r['within_one']):>9s}{f(r['kappa']):>8s}{f(r['kappa_quadratic']):>9s}"
+              f"{f(r['mean_judge']):>11s}{f(r['mean_human']):>11s}")
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump({"judge_model": judge_model, "agreement": rows}, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
