@@ -39,3 +39,21 @@ def test_notebook_executes(path) -> None:
     if run.status != "ok":
         pytest.fail(f"{path.name} failed after {run.seconds:.0f} s at {run.error}\n"
                     f"executed copy: {run.output}", pytrace=False)
+
+
+def test_setup_notebook_stops_with_one_line_without_azure_variables(tmp_path, monkeypatch) -> None:
+    """LABKIT_BACKEND=azure and no Azure variables: notebook 00 stops at setup with one line."""
+    import nbformat
+
+    for name in list(__import__("os").environ):
+        if name.startswith(("AZURE_", "OPENAI_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("LABKIT_BACKEND", "azure")
+    monkeypatch.setenv("LABKIT_ENV_FILE", "none")
+    path = next(p for p in notebooks() if p.name.startswith("00_"))
+    run = run_notebook(path, out_dir=tmp_path, cell_timeout=120)
+    assert run.status == "failed" and "AZURE_OPENAI_ENDPOINT" in run.error
+    errors = [o for c in nbformat.read(run.output, as_version=4).cells for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert len(errors) == 1 and len(errors[0]["traceback"]) == 1
+    assert errors[0]["traceback"][0].startswith("ConfigError: missing configuration")
