@@ -99,8 +99,8 @@ class Settings(BaseSettings):
     # ---- derived values -------------------------------------------------------------------
     @property
     def home(self) -> Path:
-        base = self.labkit_home or (REPO_ROOT / ".labkit")
-        return Path(base).expanduser().resolve()
+        base = Path(self.labkit_home or (REPO_ROOT / ".labkit")).expanduser()
+        return (base if base.is_absolute() else REPO_ROOT / base).resolve()  # same home from any cwd
 
     def backend_for(self, service: Service) -> Backend:
         return self.backend_reason(service)[0]
@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     def backend_reason(self, service: Service) -> tuple[Backend, str]:
         """The backend of one service and a short human reason for the choice."""
         override = getattr(self, f"labkit_{service}_backend")
+        if override == "openai" and service not in _OPENAI_HAS:
+            raise ConfigError(f"LABKIT_{service.upper()}_BACKEND=openai is not possible: OpenAI has no "
+                              f"{service} service (use local or azure)")
         if override:
             return override, f"LABKIT_{service.upper()}_BACKEND={override}"
         if self.labkit_backend == "openai" and service not in _OPENAI_HAS:
@@ -170,5 +173,17 @@ class Settings(BaseSettings):
 
 
 def get_settings(**overrides: object) -> Settings:
-    """Fresh settings from the environment and `.env` (cheap; read on every call)."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """Fresh settings from the environment and `.env` (cheap; read on every call).
+
+    An invalid value (e.g. LABKIT_BACKEND=Azure, LABKIT_MODEL_PORT=abc) is a ConfigError naming the
+    variable, never echoing its value.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        names = sorted({str(e["loc"][0]).upper() for e in exc.errors() if e.get("loc")})
+        raise ConfigError(f"invalid configuration value for {', '.join(names)} "
+                          "(LABKIT_*_BACKEND takes local, azure or openai in lower case; ports are numbers)",
+                          missing=names) from None

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
+from opentelemetry import context as otel_context
 from pydantic import BaseModel, ConfigDict, Field
 
 from labkit import models, search, store
@@ -110,24 +111,33 @@ def _product_names() -> dict[str, str]:
 
 def products_mentioned(text: str) -> list[str]:
     """Product ids named in a text, by id ([P-004] or P-004) or by a distinctive name, in order."""
-    found: list[tuple[int, str]] = []
+    found: dict[str, tuple[int, int]] = {}  # pid -> (position, -length of the matched name)
     lower = text.lower()
-    for pid, name in _product_names().items():
-        positions = [m.start() for m in re.finditer(re.escape(pid), text)]
-        # the name without its generic last words ("Aster -12 Down Sleeping Bag" -> "aster -12")
-        short = " ".join(name.lower().split()[:2])
-        positions += [m.start() for m in re.finditer(re.escape(short) + r"(?![\w-])", lower)]
-        if positions:
-            found.append((min(positions), pid))
-    return [pid for _, pid in sorted(found)]
+    names = _product_names()
+    claimed: set[int] = set()
+    # full names first, then shorter forms, so "Skyfall 2 UL" is not read as "Skyfall 2"
+    forms = [(pid, name.lower()) for pid, name in names.items()]
+    forms += [(pid, " ".join(name.lower().split()[:3])) for pid, name in names.items()]
+    forms += [(pid, " ".join(name.lower().split()[:2])) for pid, name in names.items()]
+    for pid in names:
+        for m in re.finditer(re.escape(pid), text):
+            found.setdefault(pid, (m.start(), -len(pid)))
+            claimed.add(m.start())
+    for pid, form in sorted(forms, key=lambda f: -len(f[1])):
+        for m in re.finditer(re.escape(form) + r"(?![\w-]| (?:ul|pro|plus|lite)\b)", lower):
+            if m.start() in claimed:
+                continue
+            claimed.add(m.start())
+            found.setdefault(pid, (m.start(), -len(form)))
+    return [pid for pid, _ in sorted(found.items(), key=lambda kv: kv[1])]
 
 
 def focus_product(history: list[dict[str, str]]) -> str | None:
     """The product the conversation was last about (latest turn that names exactly one first)."""
     for turn in reversed(history):
         mentioned = products_mentioned(turn.get("content", ""))
-        if mentioned:
-            return mentioned[0] if turn.get("role") == "user" or len(mentioned) == 1 else mentioned[0]
+        if mentioned and (turn.get("role") == "user" or len(mentioned) == 1):
+            return mentioned[0]
     return None
 
 
@@ -181,11 +191,19 @@ _CATEGORY_WORDS = {
     "Clothing": r"\b(jackets?|base layers?|clothing)\b", "Camp Stoves": r"\bstoves?\b",
     "Camp Furniture": r"\b(chairs?|tables?|furniture)\b", "Navigation": r"\b(compass(es)?|gps|navigation)\b",
 }
-_PRICE_MAX = re.compile(r"\b(under|below|less than|cheaper than|at most|max(imum)?)\s*\$?\s*(\d+(?:\.\d+)?)",
-                        re.I)
-_PRICE_MIN = re.compile(r"\b(over|above|more than|at least)\s*\$\s*(\d+(?:\.\d+)?)", re.I)
-_WEIGHT_MAX = re.compile(r"\b(under|below|less than|lighter than)\s*(\d+(?:\.\d+)?)\s*(kg|g)\b", re.I)
-_TEMP = re.compile(r"(-?\s?\d+(?:\.\d+)?)\s*°?\s*(c|celsius)\b", re.I)
+_AMOUNT = r"(\d{1,3}(?:,\d{3})+|\d{1,6})(?:\.\d{1,2})?"  # bounded: no overflow, "1,000" is 1000
+_PRICE_MAX = re.compile(r"\b(?:under|below|less than|cheaper than|at most|max(?:imum)?)\s*(?:\$\s*"
+                        + _AMOUNT + r"|" + _AMOUNT + r"\s*(?:dollars|usd)\b)", re.I)
+_PRICE_MIN = re.compile(r"\b(?:over|above|more than|at least)\s*(?:\$\s*" + _AMOUNT + r"|" + _AMOUNT
+                        + r"\s*(?:dollars|usd)\b)", re.I)
+_WEIGHT_MAX = re.compile(r"\b(?:under|below|less than|lighter than)\s*(\d{1,5}(?:\.\d{1,2})?)\s*"
+                         r"(kg|kilos?|kilograms?|g|grams?)\b", re.I)
+_TEMP = re.compile(r"(-?\s?\d{1,2}(?:\.\d)?)\s*°?\s*(c|celsius)\b", re.I)
+
+
+def _amount(match: re.Match[str]) -> float:
+    text = next(g for g in match.groups() if g)
+    return float(text.replace(",", ""))
 
 
 def query_filter(question: str) -> str | None:
@@ -195,11 +213,11 @@ def query_filter(question: str) -> str | None:
     if len(categories) == 1 and categories[0] in CATEGORIES:
         parts.append(f"category eq '{categories[0]}'")
     if m := _PRICE_MAX.search(question):
-        parts.append(f"price le {float(m.group(3))}")
-    if (m := _PRICE_MIN.search(question)) and "$" in m.group(0):
-        parts.append(f"price ge {float(m.group(2))}")
+        parts.append(f"price le {_amount(m)}")
+    if m := _PRICE_MIN.search(question):
+        parts.append(f"price ge {_amount(m)}")
     if m := _WEIGHT_MAX.search(question):
-        grams = float(m.group(2)) * (1000 if m.group(3).lower() == "kg" else 1)
+        grams = float(m.group(1)) * (1000 if m.group(2).lower().startswith("k") else 1)
         parts.append(f"weight_g le {int(grams)}")
     if (m := _TEMP.search(question)) and re.search(r"\b(bag|sleep|warm|cold|night|rated)", question, re.I):
         parts.append(f"temp_rating_c le {float(m.group(1).replace(' ', ''))}")
@@ -234,13 +252,18 @@ def _check_input(question: str, history: list[dict[str, str]] | None) -> list[di
     limit = get_settings().labkit_max_question_chars
     if len(question) > limit:
         raise FlowInputError(f"the question has {len(question)} characters; the maximum is {limit}")
+    if history is not None and not isinstance(history, list):
+        raise FlowInputError("history must be a list of {role, content} turns")
     clean = []
     for turn in history or []:
         if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant") \
                 or not isinstance(turn.get("content"), str):
             raise FlowInputError("each history turn needs a role (user or assistant) and a content string")
         clean.append({"role": turn["role"], "content": turn["content"][:limit * 2]})
-    return clean[-10:]
+    clean = clean[-10:]
+    while sum(len(t["content"]) for t in clean) > limit * 3 and len(clean) > 1:
+        clean = clean[1:]  # keep the latest turns within a budget that fits the model's window
+    return clean
 
 
 class _Run:
@@ -297,14 +320,17 @@ class _Run:
         try:
             documents = self.retrieve(self.result.queries)
         except Exception as exc:  # the search service is down or unreachable: say so, no traceback
-            from azure.core.exceptions import AzureError
+            from azure.core.exceptions import AzureError, HttpResponseError
 
             from labkit.services.manager import ServiceError
 
             if not isinstance(exc, AzureError | ServiceError | OSError):
                 raise
+            if isinstance(exc, HttpResponseError) and exc.status_code is not None and exc.status_code < 500:
+                raise  # a 4xx is a configuration problem (wrong key, index/embedding mismatch), not an outage
             self.result.catalog_unavailable = True
             self.result.answer = CATALOG_UNAVAILABLE
+            self.result.usage = dict(self.usage)
             self._timed("retrieval", t)
             return False
         self.result.context["documents"] = [d.model_dump() for d in documents]
@@ -330,7 +356,7 @@ class _Run:
                 span.set_attribute("gen_ai.response.finish_reasons", [reply.finish_reason or ""])
                 queries = parse_queries(reply.text)
             except Exception as exc:  # an unusable reply (bad JSON, refusal) is survived
-                span.record_exception(exc)
+                span.set_attribute("error.type", type(exc).__name__)  # no message: it may quote a key
             if queries is None:
                 self.result.query_fallback = True
                 queries = []
@@ -411,7 +437,7 @@ def answer(question: str, customer_id: str, history: list[dict[str, str]] | None
     """Answer one question for one customer. Raises FlowInputError or CustomerNotFound on bad input."""
     run = _Run(question, customer_id, history, config)
     start = time.perf_counter()
-    with run.tracer.start_as_current_span("contoso_chat") as root:
+    with run.tracer.start_as_current_span("contoso_chat", context=otel_context.Context()) as root:
         run.result.request_id = f"{root.get_span_context().trace_id:032x}"
         root.set_attribute("labkit.flow_version", run.result.flow_version)
         root.set_attribute("labkit.flow.name", run.config.name)
@@ -442,7 +468,7 @@ def stream(question: str, customer_id: str, history: list[dict[str, str]] | None
     """
     run = _Run(question, customer_id, history, config)
     start = time.perf_counter()
-    with run.tracer.start_as_current_span("contoso_chat") as root:
+    with run.tracer.start_as_current_span("contoso_chat", context=otel_context.Context()) as root:
         run.result.request_id = f"{root.get_span_context().trace_id:032x}"
         root.set_attribute("labkit.flow_version", run.result.flow_version)
         if not run.prepare():
@@ -456,12 +482,15 @@ def stream(question: str, customer_id: str, history: list[dict[str, str]] | None
                 response = run.client.chat.completions.create(messages=run.messages, stream=True,  # type: ignore
                                                               **params)
                 usage = None
-                for chunk in response:
-                    if getattr(chunk, "usage", None):
-                        usage = chunk.usage
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        pieces.append(chunk.choices[0].delta.content)
-                        yield pieces[-1]
+                try:
+                    for chunk in response:
+                        if getattr(chunk, "usage", None):
+                            usage = chunk.usage
+                        if chunk.choices and chunk.choices[0].delta.content:
+                            pieces.append(chunk.choices[0].delta.content)
+                            yield pieces[-1]
+                finally:
+                    response.close()  # a consumer that stops early must not leave the model generating
                 if usage is not None:
                     counted = {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
                 else:

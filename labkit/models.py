@@ -230,7 +230,11 @@ def embed_cached(texts: Sequence[str], *, settings: Settings | None = None) -> n
 
     settings = settings or get_settings()
     texts = list(texts)
-    model_key = f"{settings.backend_for('embed')}:{embedding_model_name(settings)}"
+    backend = settings.backend_for("embed")
+    dims = {"azure": settings.azure_openai_embedding_dimensions,
+            "openai": settings.openai_embedding_dimensions}.get(backend)
+    where = {"azure": settings.azure_openai_endpoint, "openai": settings.openai_base_url}.get(backend) or ""
+    model_key = f"{backend}:{where}:{embedding_model_name(settings)}:{dims or 'default'}"
     hashes = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
     path = settings.home / "cache" / "embeddings.sqlite"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,9 @@ else
 fi
 
 STAMP_FILE=$("$PY" -c 'import sys; print(sys.prefix)')/.labkit-install-stamp
-STAMP=$(cat requirements/*.txt pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)-$("$PY" -V 2>&1)
+INPUTS_HASH=$(cat requirements/*.txt pyproject.toml scripts/install.sh |
+  "$PY" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')
+STAMP="$INPUTS_HASH-$("$PY" -V 2>&1)"
 if [ -f "$STAMP_FILE" ] && [ "$(cat "$STAMP_FILE")" = "$STAMP" ] && [ -z "${LABKIT_FORCE_INSTALL:-}" ]; then
   echo "install: up to date ($PY)"
   exit 0

@@ -71,3 +71,16 @@ def test_setup_stops_with_one_line(clean_env: pytest.MonkeyPatch) -> None:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "AZURE_OPENAI_ENDPOINT" in lines[0], proc.stderr
     assert proc.stdout == ""
+
+
+def test_invalid_values_are_a_config_error_without_the_value(clean_env: pytest.MonkeyPatch) -> None:
+    from labkit.config import get_settings
+
+    clean_env.setenv("LABKIT_BACKEND", "Azure-secret-ish")
+    with pytest.raises(ConfigError, match="LABKIT_BACKEND") as info:
+        get_settings()
+    assert "Azure-secret-ish" not in str(info.value)
+    clean_env.setenv("LABKIT_BACKEND", "local")
+    clean_env.setenv("LABKIT_SEARCH_BACKEND", "openai")
+    with pytest.raises(ConfigError, match="OpenAI has no search service"):
+        get_settings().backend_for("search")

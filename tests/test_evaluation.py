@@ -162,3 +162,16 @@ def test_registry_flattens_outcomes_with_gate_keys() -> None:
     assert flat["checks.declined"]["value"] is None and flat["checks.declined"]["unmeasured"]
     with pytest.raises(ValueError):
         evaluators(["nope"])
+
+
+def test_review_regressions_for_facts_declines_and_scales() -> None:
+    from labkit.evaluation.deterministic import fact_stated
+
+    assert not fact_stated("$349", normalise("it costs $349.99"))
+    assert not fact_stated("5 C", normalise("rated 2.5 C"))
+    ev = ChecksEvaluator()
+    assert ev.evaluate({"category": "refusal"}, result("I apologize, but I can’t help with that."))[
+        "declined"].value == 1
+    for text in ("score: 4/10", "Score: 3 out of 10", '{"score": "2/10"}'):
+        assert isinstance(parse_judgement(text), Unmeasured), text
+    assert parse_judgement("score: 4/5").value == 4

@@ -134,3 +134,18 @@ def test_cli_chat_json_and_errors(local: Settings) -> None:
     assert result["answer"] and result["request_id"] and result["context"]["documents"]
     bad = subprocess.run([*run, "--customer", "C-404", "hello"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "CustomerNotFound" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_filters_need_a_currency_and_stay_bounded() -> None:
+    assert flow.query_filter("Which tent is under 2 kg?") == "category eq 'Tents' and weight_g le 2000"
+    assert flow.query_filter("a stove under 500 grams") == "category eq 'Camp Stoves' and weight_g le 500"
+    assert flow.query_filter("a tent for max 4 people") == "category eq 'Tents'"
+    assert flow.query_filter("gps over $1,000") == "category eq 'Navigation' and price ge 1000.0"
+    assert flow.query_filter("lighter than " + "9" * 400 + " kg") is None
+
+
+def test_focus_prefers_the_longest_product_name() -> None:
+    assert flow.products_mentioned("Tell me about the Skyfall 2 UL") == ["P-002"]
+    history = [{"role": "user", "content": "Tell me about the Skyfall 2 UL"},
+               {"role": "assistant", "content": "It is lighter [P-002] than [P-001]."}]
+    assert flow.focus_product(history) == "P-002"

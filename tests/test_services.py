@@ -101,3 +101,29 @@ def test_unknown_model_is_rejected_and_registered_model_served(isolated_home: Se
 
 def test_stop_when_nothing_runs_is_quiet(isolated_home: Settings) -> None:
     assert stop(settings=isolated_home) == []
+
+
+def test_a_reused_pid_in_a_stale_state_file_is_never_killed(isolated_home: Settings) -> None:
+    """After a reboot the recorded pid may belong to someone else: leave that process alone."""
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        isolated_home.services_dir.mkdir(parents=True, exist_ok=True)
+        stale = {"name": "search", "pid": stranger.pid, "port": isolated_home.labkit_search_port,
+                 "base_url": f"http://127.0.0.1:{isolated_home.labkit_search_port}", "models": [],
+                 "config_hash": "x", "started_at": 0.0, "log": ""}
+        (isolated_home.services_dir / "search.json").write_text(json.dumps(stale))
+        state = ensure_running(["search"], settings=isolated_home)["search"]
+        assert state.pid != stranger.pid and stranger.poll() is None  # the stranger still runs
+        assert stop(settings=isolated_home) == ["search"] and stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_model_guard_rejects_odd_model_values_with_4xx(isolated_home: Settings) -> None:
+    import httpx
+
+    state = ensure_running(["model"], settings=isolated_home)["model"]
+    for body in ({"model": ["x"], "messages": []}, {"model": {"a": 1}, "messages": []}):
+        response = httpx.post(state.base_url + "/v1/chat/completions", json=body, timeout=30)
+        assert 400 <= response.status_code < 500 and response.json()["error"]["message"]

@@ -67,7 +67,7 @@ def normalise(text: str) -> str:
 def fact_stated(fact: str, normalised_answer: str) -> bool:
     """The normalised fact occurs in the normalised answer as whole words ("0c" is not in "20c",
     "7c" is not in "-7c")."""
-    pattern = rf"(?<![\w-]){re.escape(normalise(fact))}(?!\w)"
+    pattern = rf"(?<![\w-])(?<!\d\.){re.escape(normalise(fact))}(?!\w)(?!\.\d)"
     return re.search(pattern, normalised_answer) is not None
 
 
@@ -89,8 +89,9 @@ class FactRecallEvaluator:
 
 
 DECLINE = re.compile(
-    r"\b(sorry|apolog|can(?:no|')t|unable|not able|only (?:help|answer|assist)|don't know|do not know|"
-    r"not something i can|outside (?:of )?(?:my|what)|i'm not able|won't|will not|contact (?:contoso )?"
+    r"\b(sorry|apolog\w*|can(?:no|['’])t|unable|not able|only (?:help|answer|assist)|don['’]t know|"
+    r"do not know|"
+    r"not something i can|outside (?:of )?(?:my|what)|i['’]m not able|won['’]t|will not|contact (?:contoso )?"
     r"(?:outdoors )?support)\b", re.I)
 
 

@@ -19,6 +19,7 @@ from labkit.prompts import load_prompt
 JUDGES = ("groundedness", "relevance", "coherence", "fluency")
 _SCORE_KEY = re.compile(r'"?score"?\s*[:=]\s*"?([0-9]+(?:\.[0-9]+)?)', re.I)
 _BARE = re.compile(r"^\s*([1-5])(?:\s*/\s*5)?\s*$")
+_OTHER_SCALE = re.compile(r"^\s*(?:/|out of)\s*(\d+)", re.I)  # "4/10", "3 out of 10"
 
 
 def parse_judgement(text: str) -> Outcome:
@@ -29,7 +30,7 @@ def parse_judgement(text: str) -> Outcome:
     try:
         data = json.loads(raw)
         if isinstance(data, dict) and "score" in data:
-            value = float(data["score"])
+            value = float(data["score"])  # "2/10" as a string raises ValueError: handled below
             reason = str(data.get("reason") or "")
     except (ValueError, TypeError):
         match = re.search(r"\{.*\}", raw, re.S)
@@ -41,6 +42,9 @@ def parse_judgement(text: str) -> Outcome:
             except (ValueError, TypeError):
                 pass
     if value is None and (m := _SCORE_KEY.search(raw)):
+        scale = _OTHER_SCALE.match(raw[m.end():])
+        if scale and scale.group(1) != "5":
+            return Unmeasured(f"judge answered on a 1-{scale.group(1)} scale, not 1-5", raw=raw)
         value = float(m.group(1))
         reason = raw[m.end():].strip(" ,.;:\n\"}") or ""
     if value is None and (m := _BARE.match(raw)):

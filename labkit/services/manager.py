@@ -48,10 +48,12 @@ class ServiceSpec:
     health_path: str
     models: list[str] = field(default_factory=list)
     port_variable: str = ""
+    config: dict = field(default_factory=dict)  # everything that should restart the service when changed
 
     @property
     def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps([self.argv, self.models]).encode()).hexdigest()[:16]
+        blob = json.dumps([self.argv, self.models, self.config], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -159,6 +161,7 @@ def _model_spec(settings: Settings) -> ServiceSpec:
         health_path="/v1/models",
         models=list(models),
         port_variable="LABKIT_MODEL_PORT",
+        config=config,
     )
 
 
@@ -198,18 +201,46 @@ def _state_path(settings: Settings, name: str) -> Path:
     return settings.services_dir / f"{name}.json"
 
 
+def _write_state(settings: Settings, state: ServiceState) -> None:
+    path = _state_path(settings, state.name)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state.to_json(), indent=2))
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
 def _read_state(settings: Settings, name: str) -> ServiceState | None:
     path = _state_path(settings, name)
     if not path.exists():
         return None
     try:
         return ServiceState(**json.loads(path.read_text()))
-    except (ValueError, TypeError):
-        path.unlink(missing_ok=True)
+    except (ValueError, TypeError, OSError):
         return None
 
 
+def _is_ours(pid: int) -> bool:
+    """The pid runs a labkit service and leads its own process group (a reused pid does not)."""
+    try:
+        if os.getpgid(pid) != pid:
+            return False
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if cmdline.exists():
+            command = cmdline.read_bytes().decode(errors="replace")
+        else:  # macOS
+            command = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True,
+                                     text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "labkit.services" in command
+
+
 def _pid_alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        if stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z":
+            return False  # a zombie (another process's dead child) is not alive
+    except (OSError, IndexError):
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -276,7 +307,7 @@ def _start(spec: ServiceSpec, settings: Settings, timeout: float) -> ServiceStat
                 name=spec.name, pid=proc.pid, port=spec.port, base_url=base_url, models=spec.models,
                 config_hash=spec.config_hash, started_at=time.time(), log=str(log_path),
             )
-            _state_path(settings, spec.name).write_text(json.dumps(state.to_json(), indent=2))
+            _write_state(settings, state)
             return state
         time.sleep(0.2)
     _kill(proc.pid)
@@ -332,13 +363,14 @@ def ensure_running(
         for name in wanted:
             spec = _spec(name, settings)
             state = _read_state(settings, name)
-            if state and _pid_alive(state.pid) and _healthy(state.base_url, spec.health_path):
+            ours = bool(state) and _pid_alive(state.pid) and _is_ours(state.pid)  # type: ignore[union-attr]
+            if state and ours and _healthy(state.base_url, spec.health_path):
                 if state.config_hash == spec.config_hash and state.port == spec.port:
                     out[name] = state
                     continue
                 _kill(state.pid)
             elif state:
-                if _pid_alive(state.pid):
+                if ours:
                     _kill(state.pid)
                 _state_path(settings, name).unlink(missing_ok=True)
             out[name] = _start(spec, settings, timeout)
@@ -354,7 +386,7 @@ def stop(names: Iterable[str] | None = None, settings: Settings | None = None) -
             state = _read_state(settings, name)
             if state is None:
                 continue
-            if _pid_alive(state.pid):
+            if _pid_alive(state.pid) and _is_ours(state.pid):
                 _kill(state.pid)
                 stopped.append(name)
             _state_path(settings, name).unlink(missing_ok=True)
@@ -372,7 +404,7 @@ def status(settings: Settings | None = None) -> list[dict]:
                      "pid": None, "models": [], "log": str(settings.logs_dir / f"{name}.log")}
         if state:
             health = "/v1/models" if name == "model" else "/health"
-            alive = _pid_alive(state.pid)
+            alive = _pid_alive(state.pid) and _is_ours(state.pid)
             row.update(base_url=state.base_url, pid=state.pid if alive else None, models=state.models)
             row["state"] = ("running" if _healthy(state.base_url, health) else "unhealthy") if alive \
                 else "stopped"

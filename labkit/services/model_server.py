@@ -48,10 +48,10 @@ class ModelGuard:
             model = payload.get("model") if isinstance(payload, dict) else None
         except ValueError:
             pass  # malformed JSON: the inner app answers with its own 4xx
-        if model is not None and model not in self.models:
+        if model is not None and (not isinstance(model, str) or model not in self.models):
             error = {
                 "error": {
-                    "message": f"The model '{model}' does not exist on this server. "
+                    "message": f"The model '{str(model)[:100]}' does not exist on this server. "
                                f"Available: {', '.join(sorted(self.models))}",
                     "type": "invalid_request_error", "param": "model", "code": "model_not_found",
                 }
