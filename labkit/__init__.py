@@ -15,6 +15,7 @@ _LAZY = {
     "setup": ("labkit.doctor", "setup"),
     "get_settings": ("labkit.config", "get_settings"),
     "ConfigError": ("labkit.config", "ConfigError"),
+    "evaluate": ("labkit.evaluation.runner", "evaluate"),
 }
 
 
@@ -23,6 +24,6 @@ def __getattr__(name: str) -> Any:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     if name in {"config", "models", "services", "doctor", "cli", "workshop", "prompts", "costs", "bulk",
-                "playground", "schema", "store", "search", "flow", "tracing", "chatui"}:
+                "playground", "schema", "store", "search", "flow", "tracing", "chatui", "evaluation"}:
         return importlib.import_module(f"labkit.{name}")
     raise AttributeError(f"module 'labkit' has no attribute {name!r}")

@@ -187,6 +187,83 @@ def chat(
         console.print(f"[yellow]dropped invented citations: {', '.join(result.dropped_citations)}[/yellow]")
 
 
+def _flow_configs(specs: list[str]) -> list[Any]:
+    """`--config` values: a JSON/YAML file (one FlowConfig or a list) or inline JSON."""
+    from pathlib import Path
+
+    import yaml
+    from pydantic import ValidationError
+
+    from labkit.flow import FlowConfig
+
+    configs: list[Any] = []
+    for spec in specs:
+        text = spec.strip()
+        where = "inline JSON"
+        if not text.startswith(("{", "[")):
+            path = Path(spec)
+            if not path.exists():
+                raise ConfigError(f"--config {spec!r}: no such file (give a JSON/YAML file or inline JSON)")
+            text, where = path.read_text(encoding="utf-8"), str(path)
+        try:
+            loaded = yaml.safe_load(text)
+            items = loaded if isinstance(loaded, list) else [loaded]
+            configs.extend(FlowConfig.model_validate(item) for item in items)
+        except (yaml.YAMLError, ValidationError, TypeError) as exc:
+            first = str(exc).splitlines()[0:3]
+            raise ConfigError(f"--config {where}: not a FlowConfig ({' '.join(first)})") from None
+    return configs
+
+
+@app.command("eval")
+def eval_command(
+    data: Annotated[str, typer.Option("--data", help="JSONL rows (id, query, customer_id, ...)")] =
+    "data/eval/testset.jsonl",
+    config: Annotated[list[str] | None, typer.Option("--config", help="FlowConfig file or inline JSON; "
+                                                      "repeat for variants")] = None,
+    evaluators: Annotated[str | None, typer.Option(
+        "--evaluators", help="comma-separated (default: retrieval,fact_recall,checks,similarity)")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="first N rows only")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="output folder (default under LABKIT_HOME/evals)")]
+    = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64)] = 2,
+    gate: Annotated[list[str] | None, typer.Option("--gate", help='e.g. "retrieval.hit_at_5 >= 0.8"')] = None,
+    gate_vs_baseline: Annotated[str | None, typer.Option("--gate-vs-baseline", help="baseline JSON file")]
+    = None,
+    max_drop: Annotated[float, typer.Option("--max-drop", help="allowed drop vs the baseline")] = 0.2,
+    row_timeout: Annotated[float, typer.Option("--row-timeout", help="seconds per row")] = 180.0,
+    save_baseline: Annotated[str | None, typer.Option("--save-baseline", help="write a baseline file")]
+    = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="discard earlier results in the folder")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Evaluate the flow on a data file (resumable). Exit codes: 0 ok, 1 gate failed, 2 bad input,
+    3 stopped early (budget, service unreachable, interrupted: re-run to resume), 4 rows with errors."""
+    from labkit.evaluation import runner
+    from labkit.evaluation.stats import GateError
+    from labkit.services.manager import ServiceError
+
+    try:
+        configs = _flow_configs(config or [])
+        names = [n.strip() for n in evaluators.split(",") if n.strip()] if evaluators else None
+        report = runner.evaluate(data, configs or None, evaluators=names, limit=limit, out=out,
+                                 concurrency=concurrency, gates=gate or (), baseline=gate_vs_baseline,
+                                 max_drop=max_drop, row_timeout_s=row_timeout, fresh=fresh)
+    except (ConfigError, ServiceError, GateError, ValueError, FileNotFoundError) as exc:
+        typer.echo(f"{type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(runner.EXIT_USAGE) from None
+    if as_json:
+        summaries = {name: run.summary for name, run in report.runs.items()}
+        typer.echo(json.dumps(summaries, indent=2, default=str))
+    else:
+        for line in report.lines():
+            typer.echo(line)
+    if save_baseline and report.status in ("complete", "complete_with_errors"):
+        path = runner.save_baseline(report.run, save_baseline)
+        typer.echo(f"baseline written to {path}")
+    raise typer.Exit(report.exit_code)
+
+
 @app.command()
 @_friendly
 def workshop(

@@ -357,6 +357,8 @@ class _Run:
                 queries = parse_queries(reply.text)
             except Exception as exc:  # an unusable reply (bad JSON, refusal) is survived
                 span.set_attribute("error.type", type(exc).__name__)  # no message: it may quote a key
+                if models.is_transient(exc):
+                    raise  # a 429 or an outage is not a bad reply: the caller decides to wait and retry
             if queries is None:
                 self.result.query_fallback = True
                 queries = []

@@ -11,11 +11,14 @@ Introduced in notebooks/00_setup.ipynb.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import email.utils
 import importlib.util
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,11 +84,73 @@ def _client_for(backend: str, settings: Settings, max_retries: int, timeout: flo
     return OpenAI(base_url=base_url, api_key=key, max_retries=max_retries, timeout=timeout)
 
 
-def chat_client(settings: Settings | None = None, *, max_retries: int = 2, timeout: float = 120.0) -> OpenAI:
-    """An `openai.OpenAI` client for the active chat backend (starts the local server if needed)."""
+_CLIENT_OPTIONS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "labkit_client_options", default=None)
+
+
+@contextlib.contextmanager
+def client_options(**options: Any) -> Iterator[None]:
+    """Defaults for chat clients created inside the block, in this thread or task only.
+
+    The evaluation runner uses `client_options(max_retries=0, timeout=...)` so that it sees every
+    429 itself (to slow down) and so that a stalled server cannot outlast a row's time limit.
+    """
+    token = _CLIENT_OPTIONS.set({**(_CLIENT_OPTIONS.get() or {}), **options})
+    try:
+        yield
+    finally:
+        _CLIENT_OPTIONS.reset(token)
+
+
+def chat_client(settings: Settings | None = None, *, max_retries: int | None = None,
+                timeout: float | None = None) -> OpenAI:
+    """An `openai.OpenAI` client for the active chat backend (starts the local server if needed).
+
+    Defaults: 2 retries (the SDK honours Retry-After) and a 120 s timeout, unless `client_options`
+    set others for the current block.
+    """
     settings = settings or get_settings()
     settings.check(["chat"])
-    return _client_for(settings.backend_for("chat"), settings, max_retries, timeout)
+    options = _CLIENT_OPTIONS.get() or {}
+    retries = max_retries if max_retries is not None else options.get("max_retries", 2)
+    limit = timeout if timeout is not None else options.get("timeout", 120.0)
+    return _client_for(settings.backend_for("chat"), settings, retries, limit)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth retrying: 429, 408/409, 5xx, timeouts, refused or dropped connections."""
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError | openai.RateLimitError | openai.InternalServerError):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409) or exc.status_code >= 500
+    try:
+        from labkit.services.manager import ServiceError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, ServiceError | ConnectionError)
+
+
+def retry_after(exc: BaseException, cap: float = 60.0) -> float | None:
+    """Seconds a 429/503 asks us to wait (`retry-after-ms`, `retry-after` seconds or HTTP date)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    try:
+        if headers.get("retry-after-ms"):
+            return min(cap, max(0.0, float(headers["retry-after-ms"]) / 1000))
+        value = headers.get("retry-after")
+        if not value:
+            return None
+        try:
+            return min(cap, max(0.0, float(value)))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return min(cap, max(0.0, when.timestamp() - time.time()))
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def list_models(client: OpenAI | None = None) -> list[str]:

@@ -25,6 +25,7 @@ class Score:
 class Unmeasured:
     why: str
     raw: str | None = None  # e.g. the judge's unparseable output, kept for inspection
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. the judge call's usage
 
     measured = False
 

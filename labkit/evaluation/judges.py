@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any
 
+from labkit import models
 from labkit.config import get_settings
 from labkit.evaluation.base import Outcome, Score, Unmeasured, answer_of, field_of
 from labkit.prompts import load_prompt
@@ -80,6 +81,7 @@ class JudgeEvaluator:
         self.version = f"{self.prompt.version}-{self.prompt.sha256[:8]}"
         self.model = model or get_settings().labkit_judge_model
         self.client = client
+        self.raise_transient = False  # the runner sets True: a 429 is retried, not recorded as unmeasured
 
     def judge(self, query: str, response: str, context: str = "") -> Outcome:
         if not response.strip():
@@ -88,11 +90,14 @@ class JudgeEvaluator:
             reply = self.prompt.run(self.client, model=self.model, query=query, response=response,
                                     context=context)
         except Exception as exc:  # a failed judge call is unmeasured, not a zero
+            if self.raise_transient and models.is_transient(exc):
+                raise  # the evaluation runner waits and retries the row
             return Unmeasured(f"judge call failed: {type(exc).__name__}: {exc}")
+        details = {"judge_model": reply.model, "usage": reply.usage}
         outcome = parse_judgement(reply.text)
         if isinstance(outcome, Score):
-            return Score(outcome.value, reason=outcome.reason, details={"judge_model": reply.model})
-        return outcome
+            return Score(outcome.value, reason=outcome.reason, details=details)
+        return Unmeasured(outcome.why, raw=outcome.raw, details=details)
 
     def evaluate(self, row: dict[str, Any], result: Any) -> Outcome:
         context = context_text(result) if self.name == "groundedness" else ""

@@ -1,0 +1,107 @@
+"""A real HTTP server on 127.0.0.1 that injects faults in front of the real local model server.
+
+Modes (changeable while running): `forward` (pass requests to the upstream OpenAI-compatible
+server, rewriting the model name both ways so a priced name can be tested against the local
+model), `rate_limit` (answer 429 with `Retry-After` for the next `n` requests, then forward),
+`stall` (accept the request and never answer until closed). No SDK internals are patched: the
+real `openai` client talks HTTP to this server.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, upstream_model: str):
+        self.upstream = upstream.rstrip("/")
+        self.upstream_model = upstream_model
+        self.mode = "forward"
+        self.rate_limit_left = 0
+        self.retry_after = "2"
+        self.requests: list[tuple[float, str, int]] = []  # (time, path, status)
+        self.closing = threading.Event()
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._send(200, {"object": "list", "data": [{"id": "proxied", "object": "model"}]})
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                with proxy._lock:
+                    mode = proxy.mode
+                    if mode == "rate_limit" and proxy.rate_limit_left <= 0:
+                        mode = "forward"
+                    if mode == "rate_limit":
+                        proxy.rate_limit_left -= 1
+                if mode == "stall":
+                    proxy._record(self.path, 0)
+                    proxy.closing.wait(120)
+                    self.close_connection = True
+                    return
+                if mode == "rate_limit":
+                    proxy._record(self.path, 429)
+                    self._send(429, {"error": {"message": "rate limited (test)", "type": "rate_limit",
+                                               "code": "429"}}, {"Retry-After": proxy.retry_after})
+                    return
+                payload = json.loads(body or b"{}")
+                asked = payload.get("model")
+                payload["model"] = proxy.upstream_model
+                upstream = httpx.post(f"{proxy.upstream}{self.path}", json=payload, timeout=120)
+                proxy._record(self.path, upstream.status_code)
+                try:
+                    answer = upstream.json()
+                    if isinstance(answer, dict) and "model" in answer and asked:
+                        answer["model"] = asked
+                except ValueError:
+                    answer = {"error": {"message": upstream.text[:200]}}
+                self._send(upstream.status_code, answer)
+
+            def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _record(self, path: str, status: int) -> None:
+        with self._lock:
+            self.requests.append((time.monotonic(), path, status))
+
+    def __enter__(self) -> FaultProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.closing.set()
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,269 @@
+"""The evaluation runner against real servers: resume after kills, 429s, stalls, the budget guard.
+
+A light target (one short chat call per row, no judges) keeps 50+ row batches to seconds. Faults
+come from real HTTP servers on 127.0.0.1 (tests/faults.py), never from patched SDK internals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labkit.config import Settings
+from labkit.evaluation import runner
+from tests.conftest import module_home
+from tests.faults import FaultProxy
+
+ROWS = [{"id": f"R-{i:03d}", "query": f"Say the number {i}.", "category": "light"} for i in range(1, 61)]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    with module_home(tmp_path_factory, "eval-runner") as settings:
+        from labkit.services import ensure_running
+
+        ensure_running(["model"], settings=settings)
+        yield settings
+
+
+@pytest.fixture
+def proxy(local: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """The chat backend is 'openai' pointed at a fault proxy in front of the local model server."""
+    from labkit.services import ensure_running
+
+    state = ensure_running(["model"], settings=local)["model"]
+    with FaultProxy(state.base_url, local.labkit_local_chat_model) as fp:
+        monkeypatch.setenv("LABKIT_CHAT_BACKEND", "openai")
+        monkeypatch.setenv("OPENAI_BASE_URL", fp.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-canary-0000")
+        monkeypatch.setenv("OPENAI_CHAT_MODEL", "gpt-4o-mini")
+        yield fp
+
+
+def ids_in(path: Path) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            counts[json.loads(line)["id"]] += 1
+        except json.JSONDecodeError:
+            pass
+    return counts
+
+
+def run_light(rows: list[dict], out: Path, **kwargs) -> runner.EvalReport:
+    kwargs.setdefault("concurrency", 2)
+    kwargs.setdefault("progress", False)
+    return runner.evaluate(rows, target=runner.bare_model_target(max_tokens=4), target_name="light", out=out,
+                           **kwargs)
+
+
+def test_a_full_light_run_writes_the_output_folder(local: Settings, tmp_path: Path) -> None:
+    report = run_light(ROWS[:6], tmp_path / "run")
+    assert report.status == "complete" and report.exit_code == runner.EXIT_OK
+    assert sorted(ids_in(tmp_path / "run" / "results.jsonl")) == [r["id"] for r in ROWS[:6]]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert summary["rows"] == {"selected": 6, "ok": 6, "error": 0, "pending": 0}
+    assert "checks.length_ok" in summary["metrics"] and "checks.length_ok" in summary["intervals"]
+    assert summary["cost_usd"] == 0.0 and summary["usage"]["input_tokens"] > 0
+    assert manifest["model"]["chat"] == local.labkit_local_chat_model and manifest["git"]["commit"]
+    assert manifest["evaluators"] == {"checks": manifest["evaluators"]["checks"]}
+    record = json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[0])
+    assert record["status"] == "ok" and record["latency_s"] > 0 and record["usage"]["output_tokens"] > 0
+    # a second run skips every finished row
+    again = run_light(ROWS[:6], tmp_path / "run")
+    assert again.status == "complete" and ids_in(tmp_path / "run" / "results.jsonl") == Counter(
+        {r["id"]: 1 for r in ROWS[:6]})
+
+
+def test_killing_the_model_server_mid_batch_loses_and_duplicates_nothing(local: Settings, tmp_path: Path) -> None:
+    from labkit.services import ensure_running
+
+    out = tmp_path / "kill-server"
+    rows = ROWS[:50]
+    pid = ensure_running(["model"], settings=local)["model"].pid
+    result: dict[str, runner.EvalReport] = {}
+    worker = threading.Thread(target=lambda: result.setdefault("r", run_light(rows, out, backoff_s=0.5)))
+    worker.start()
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not results.exists() or len(ids_in(results)) < 15):
+        time.sleep(0.1)
+    assert len(ids_in(results)) >= 15, "the batch did not get going"
+    os.killpg(pid, signal.SIGKILL)  # the server dies with rows in flight
+    worker.join(timeout=300)
+    assert not worker.is_alive()
+    first = result["r"]
+    # the local backend restarts the server on the next call, so the batch may even finish by itself;
+    # either way a resume completes it
+    report = run_light(rows, out)
+    assert report.status == "complete", report.lines()
+    counts = ids_in(results)
+    assert sorted(counts) == [r["id"] for r in rows] and set(counts.values()) == {1}
+    assert ensure_running(["model"], settings=local)["model"].pid != pid  # a new server answered
+    assert first.status in ("complete", "complete_with_errors", "aborted")
+    print("first run after the kill:", first.run.summary["rows"], first.status)
+
+
+def test_a_dead_server_aborts_the_run_and_a_resume_completes_it(proxy: FaultProxy, tmp_path: Path) -> None:
+    out = tmp_path / "dead"
+    rows = ROWS[:50]
+    stop_at = 10
+
+    def on_row(record: dict) -> None:
+        if record["status"] == "ok" and len(ids_in(out / "results.jsonl")) >= stop_at and not proxy.closing.is_set():
+            proxy.close()  # the endpoint goes away: connections are refused from now on
+
+    first = run_light(rows, out, on_row=on_row, backoff_s=0.2, max_attempts=2, abort_after=4)
+    assert first.status == "aborted" and first.exit_code == runner.EXIT_STOPPED
+    assert "re-run" in first.run.summary["message"]
+    saved = ids_in(out / "results.jsonl")
+    assert stop_at <= sum(1 for v in saved.values()) < 50
+    # a new endpoint comes up (same variables, new port) and the same command resumes
+    from labkit.services import ensure_running
+
+    state = ensure_running(["model"])["model"]
+    with FaultProxy(state.base_url, proxy.upstream_model) as fp2:
+        os.environ["OPENAI_BASE_URL"] = fp2.base_url
+        report = run_light(rows, out)
+    assert report.status == "complete"
+    counts = ids_in(out / "results.jsonl")
+    assert sorted(counts) == [r["id"] for r in rows] and set(counts.values()) == {1}
+    assert json.loads((out / "summary.json").read_text())["rows"]["ok"] == 50
+
+
+def test_killing_the_runner_process_loses_and_duplicates_nothing(local: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "kill-runner"
+    rows_file = tmp_path / "rows.jsonl"
+    rows_file.write_text("".join(json.dumps(r) + "\n" for r in ROWS[:50]))
+    script = ("from labkit.evaluation import runner\n"
+              f"runner.evaluate({str(rows_file)!r}, target=runner.bare_model_target(max_tokens=4), "
+              f"target_name='light', out={str(out)!r}, concurrency=2, progress=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=os.environ.copy())
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not results.exists() or len(ids_in(results)) < 10):
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no cleanup runs
+    proc.wait(timeout=30)
+    assert 10 <= len(ids_in(results)) < 50
+    report = runner.evaluate(rows_file, target=runner.bare_model_target(max_tokens=4), target_name="light",
+                             out=out, concurrency=2, progress=False)
+    assert report.status == "complete"
+    counts = ids_in(results)
+    assert sorted(counts) == [r["id"] for r in ROWS[:50]] and set(counts.values()) == {1}
+
+
+def test_429_with_retry_after_is_waited_out_and_concurrency_halves(proxy: FaultProxy, tmp_path: Path) -> None:
+    proxy.mode, proxy.rate_limit_left, proxy.retry_after = "rate_limit", 3, "2"
+    start = time.monotonic()
+    report = run_light(ROWS[:8], tmp_path / "429", concurrency=4)
+    elapsed = time.monotonic() - start
+    assert report.status == "complete", report.lines()
+    statuses = [s for _, _, s in proxy.requests]
+    assert statuses.count(429) == 3 and statuses.count(200) == 8
+    assert elapsed >= 2.0
+    retried = [r for r in report.run.records.values() if r["attempts"] > 1]
+    assert retried and all(r["latency_s"] >= 2.0 for r in retried)
+    limits = [limit for _, limit in report.run.limiter_history]
+    assert limits[0] == 4 and min(limits) <= 2  # halved on the 429s (and grows back after successes)
+    # the first retry of a 429'd request comes no sooner than Retry-After
+    times = [t for t, _, s in proxy.requests]
+    first_429 = next(t for t, _, s in proxy.requests if s == 429)
+    assert max(times) - first_429 >= 2.0
+
+
+def test_endless_429s_give_up_after_bounded_tries(proxy: FaultProxy, tmp_path: Path) -> None:
+    proxy.mode, proxy.rate_limit_left, proxy.retry_after = "rate_limit", 10_000, "1"
+    start = time.monotonic()
+    report = run_light(ROWS[:2], tmp_path / "429s", concurrency=2, max_attempts=3)
+    assert time.monotonic() - start < 30
+    assert report.status == "complete_with_errors" and report.exit_code == runner.EXIT_ROW_ERRORS
+    assert {r["error_kind"] for r in report.run.records.values()} == {"rate_limited"}
+    assert {r["attempts"] for r in report.run.records.values()} == {3}
+    assert "sk-test-canary" not in (tmp_path / "429s" / "results.jsonl").read_text()
+
+
+def test_a_stalled_server_hits_the_row_timeout(proxy: FaultProxy, tmp_path: Path) -> None:
+    proxy.mode = "stall"
+    start = time.monotonic()
+    report = run_light(ROWS[:3], tmp_path / "stall", concurrency=3, row_timeout_s=3)
+    elapsed = time.monotonic() - start
+    assert elapsed < 20, f"stalled rows took {elapsed:.1f} s"
+    assert {r["error_kind"] for r in report.run.records.values()} == {"timeout"}
+    assert all(r["latency_s"] < 10 for r in report.run.records.values())
+    assert not [t for t in threading.enumerate() if t.name.startswith("labkit-eval") and t.is_alive()]
+
+
+def test_the_budget_guard_stops_before_passing_the_budget(proxy: FaultProxy, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from labkit.costs import estimate_cost
+
+    one_row = estimate_cost("gpt-4o-mini", 40, 4).usd
+    assert one_row and one_row > 0
+    monkeypatch.setenv("LABKIT_BUDGET_USD", f"{one_row * 30:.10f}")
+    report = run_light(ROWS[:50], tmp_path / "budget", concurrency=1)
+    summary = report.run.summary
+    assert report.status == "stopped_budget" and report.exit_code == runner.EXIT_STOPPED
+    assert 0 < summary["rows"]["ok"] < 50
+    assert summary["cost_usd"] <= one_row * 30
+    assert "budget" in summary["message"] and f"{summary['rows']['ok']} of 50" in summary["message"]
+    # raising the budget resumes where it stopped
+    monkeypatch.setenv("LABKIT_BUDGET_USD", "1")
+    again = run_light(ROWS[:50], tmp_path / "budget", concurrency=2)
+    assert again.status == "complete" and again.run.summary["rows"]["ok"] == 50
+
+
+def test_a_budget_with_an_unpriced_model_is_refused(proxy: FaultProxy, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_CHAT_MODEL", "no-such-priced-model")
+    monkeypatch.setenv("LABKIT_BUDGET_USD", "0.5")
+    with pytest.raises(runner.BudgetError, match="no price"):
+        run_light(ROWS[:2], tmp_path / "unpriced")
+
+
+def test_resume_refuses_a_folder_from_another_run(local: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "mixed"
+    run_light(ROWS[:2], out)
+    with pytest.raises(runner.ConfigError, match="another run|other evaluators"):
+        runner.evaluate(ROWS[:2], target=runner.bare_model_target(max_tokens=4), target_name="other", out=out,
+                        progress=False)
+
+
+def test_flow_variants_gates_and_baseline(local: Settings, tmp_path: Path) -> None:
+    """Two real flow variants on three rows: comparison, an absolute gate and a baseline gate."""
+    from labkit.flow import FlowConfig
+
+    configs = [FlowConfig(name="hybrid", max_tokens=24, max_context_words=150),
+               FlowConfig(name="keyword", retrieval_mode="keyword", max_tokens=24, max_context_words=150)]
+    report = runner.evaluate(limit=3, configs=configs, evaluators=["retrieval", "checks"], out=tmp_path / "v",
+                             progress=False, gates=["retrieval.hit_at_5 >= 0.1"])
+    assert set(report.runs) == {"hybrid", "keyword"} and report.status == "complete"
+    comparison = json.loads((tmp_path / "v" / "comparison.json").read_text())
+    diff = comparison["differences"]["keyword"]["retrieval.hit_at_5"]
+    assert diff["n"] == 3 and diff["low"] <= diff["mean"] <= diff["high"]
+    for name in ("hybrid", "keyword"):
+        manifest = json.loads((tmp_path / "v" / name / "manifest.json").read_text())
+        assert manifest["index"]["document_count"] > 0 and len(manifest["index"]["sha256"]) == 64
+        assert manifest["prompts"]["contoso_chat"]["sha256"] and manifest["flow_version"]
+    gate = report.gates[0]
+    assert gate.gate == "retrieval.hit_at_5 >= 0.1" and gate.warning  # 3 rows: flagged as weak
+    summary = json.loads((tmp_path / "v" / "hybrid" / "summary.json").read_text())
+    assert summary["gates"][0]["passed"] == gate.passed
+    assert any("fewer than" in w for w in summary["warnings"])
+    baseline = runner.save_baseline(report.runs["hybrid"], tmp_path / "baseline.json",
+                                    metrics=["retrieval.hit_at_5"])
+    again = runner.evaluate(limit=3, configs=configs[0], evaluators=["retrieval", "checks"],
+                            out=tmp_path / "v" / "hybrid", progress=False, baseline=baseline, max_drop=0.2)
+    assert [g.passed for g in again.gates] == [True]
+    assert again.gates[0].mean == 0.0
