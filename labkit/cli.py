@@ -226,7 +226,8 @@ def eval_command(
     limit: Annotated[int | None, typer.Option("--limit", help="first N rows only")] = None,
     out: Annotated[str | None, typer.Option("--out", help="output folder (default under LABKIT_HOME/evals)")]
     = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64)] = 2,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, max=64,
+                                                    help="rows in flight (default: 1 local, 4 cloud)")] = None,
     gate: Annotated[list[str] | None, typer.Option("--gate", help='e.g. "retrieval.hit_at_5 >= 0.8"')] = None,
     gate_vs_baseline: Annotated[str | None, typer.Option("--gate-vs-baseline", help="baseline JSON file")]
     = None,

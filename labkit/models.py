@@ -65,13 +65,23 @@ def _azure_token_provider() -> Any:
     return get_bearer_token_provider(DefaultAzureCredential(), AZURE_SCOPE)
 
 
+_LOCAL_CLIENTS: dict[tuple[str, int, float], OpenAI] = {}
+
+
 def _client_for(backend: str, settings: Settings, max_retries: int, timeout: float) -> OpenAI:
     if backend == "local":
         from labkit.services import ensure_running
 
         state = ensure_running(["model"], settings=settings)["model"]
-        return OpenAI(base_url=f"{state.base_url}/v1", api_key=LOCAL_API_KEY,
-                      max_retries=max_retries, timeout=timeout)
+        # clients are reused (their connection pool too); the timeout is rounded up to whole seconds
+        key = (f"{state.base_url}/v1", max_retries, float(max(1, -int(-timeout // 1))))
+        client = _LOCAL_CLIENTS.get(key)
+        if client is None:
+            if len(_LOCAL_CLIENTS) > 64:
+                _LOCAL_CLIENTS.clear()
+            client = _LOCAL_CLIENTS[key] = OpenAI(base_url=key[0], api_key=LOCAL_API_KEY,
+                                                  max_retries=max_retries, timeout=key[2])
+        return client
     if backend == "openai":
         assert settings.openai_api_key is not None
         return OpenAI(api_key=settings.openai_api_key.get_secret_value(), base_url=settings.openai_base_url,

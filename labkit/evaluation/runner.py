@@ -380,7 +380,7 @@ class _VariantRunner:
                                   "inputs.query": row["query"], "inputs.customer_id": row.get("customer_id")}
         while True:
             attempts += 1
-            remaining = max(0.5, deadline - time.monotonic())
+            remaining = max(1.0, float(int(deadline - time.monotonic())))  # whole seconds: clients are reused
             try:
                 with models.client_options(max_retries=0, timeout=remaining):
                     result = self.target(row)
@@ -814,7 +814,7 @@ def evaluate(
     limit: int | None = None,
     ids: Sequence[str] | None = None,
     out: str | Path | None = None,
-    concurrency: int = 2,
+    concurrency: int | None = None,
     target: Target | None = None,
     target_name: str = "target",
     row_timeout_s: float = 180.0,
@@ -876,6 +876,10 @@ def evaluate(
         except ValueError as exc:
             raise ConfigError("LABKIT_BUDGET_USD must be a number of US dollars",
                               ["LABKIT_BUDGET_USD"]) from exc
+    if concurrency is None:
+        # the local llama.cpp server answers one request at a time and slows down when two contend
+        # for its 2 threads (benchmarks/eval_throughput.py): sequential is fastest there
+        concurrency = 1 if settings.backend_for("chat") == "local" else 4
     options = RunOptions(concurrency=max(1, concurrency), row_timeout_s=row_timeout_s,
                          max_attempts=max_attempts, budget_usd=budget, progress=progress,
                          abort_after=abort_after, backoff_s=backoff_s)
