@@ -31,6 +31,7 @@ services-down:
 benchmarks: setup
 	$(PY) benchmarks/model_service.py
 	$(PY) benchmarks/search_service.py
+	$(PY) benchmarks/eval_throughput.py
 
 clean:            ## stop services and remove build output and local state (keeps .venv)
 	-$(PY) -m labkit.cli services down

@@ -227,7 +227,7 @@ def eval_command(
     out: Annotated[str | None, typer.Option("--out", help="output folder (default under LABKIT_HOME/evals)")]
     = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, max=64,
-                                                    help="rows in flight (default: 1 local, 4 cloud)")] = None,
+                                                    help="rows in flight (1 local, 4 cloud)")] = None,
     gate: Annotated[list[str] | None, typer.Option("--gate", help='e.g. "retrieval.hit_at_5 >= 0.8"')] = None,
     gate_vs_baseline: Annotated[str | None, typer.Option("--gate-vs-baseline", help="baseline JSON file")]
     = None,

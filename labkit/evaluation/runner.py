@@ -845,6 +845,8 @@ def evaluate(
     data_path: Path | None
     if data is None or isinstance(data, str | Path):
         data_path = Path(data) if data is not None else DEFAULT_DATA
+        if not data_path.is_absolute() and not data_path.exists() and (REPO / data_path).exists():
+            data_path = REPO / data_path  # `labkit eval --data data/eval/testset.jsonl` from any folder
         rows = read_rows(data_path)
     else:
         data_path, rows = None, [dict(r) for r in data]
@@ -884,7 +886,7 @@ def evaluate(
                          max_attempts=max_attempts, budget_usd=budget, progress=progress,
                          abort_after=abort_after, backoff_s=backoff_s)
 
-    base_out = Path(out) if out is not None else _default_out(data_path, variants)
+    base_out = Path(out) if out is not None else _default_out(data_path, variants, chosen_names)
     base_out.mkdir(parents=True, exist_ok=True)
     report = EvalReport(out=base_out, runs={})
     for name, config, run_target in variants:
@@ -935,10 +937,11 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "variant"
 
 
-def _default_out(data_path: Path | None, variants: list[tuple[str, Any, Target]]) -> Path:
+def _default_out(data_path: Path | None, variants: list[tuple[str, Any, Target]],
+                 evaluator_names: Sequence[str]) -> Path:
     stem = data_path.stem if data_path else "rows"
     key = "+".join(f"{name}-{config.flow_version() if config is not None else 'target'}"
-                   for name, config, _ in variants)
+                   for name, config, _ in variants) + "|" + ",".join(sorted(evaluator_names))
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     label = variants[0][0] if len(variants) == 1 else "compare"
     return get_settings().home / "evals" / f"{stem}-{_safe(label)}-{digest}"
@@ -984,7 +987,7 @@ def save_baseline(run: VariantRun, path: str | Path, metrics: Sequence[str] | No
                   description: str = "") -> Path:
     """Write a baseline file (per-row values for paired comparison) from a finished run."""
     path = Path(path)
-    chosen = list(metrics) if metrics else list(run.summary["intervals"])
+    chosen = list(metrics) if metrics else [m for m, iv in run.summary["intervals"].items() if iv["n"] > 0]
     payload = {
         "description": description or f"baseline from variant {run.name}",
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
