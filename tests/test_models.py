@@ -48,3 +48,41 @@ def test_embed_shapes_and_similarity(local: Settings) -> None:
     sims = vectors @ vectors.T
     assert sims[0, 1] > sims[0, 2]
     assert models.embed([]).shape == (0, 384)
+
+
+def test_a_stream_is_not_cut_short_by_a_second_request(local: Settings) -> None:
+    """The stock llama-cpp-python server ends a stream early when another request arrives."""
+    import threading
+
+    client = models.chat_client()
+    kwargs = {"model": models.chat_model_name(), "temperature": 0.0, "seed": 3, "max_tokens": 40,
+              "messages": [{"role": "user", "content": "Describe a good tent for a rainy week."}]}
+    other = threading.Thread(target=lambda: models.chat("Name a stove.", max_tokens=8))
+    pieces, finish = [], None
+    for i, chunk in enumerate(client.chat.completions.create(stream=True, **kwargs)):
+        if i == 1:
+            other.start()  # queued behind the stream
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+    other.join()
+    whole = client.chat.completions.create(**kwargs).choices[0]
+    assert finish == whole.finish_reason and finish in {"stop", "length"}
+    assert "".join(pieces) == whole.message.content
+
+
+def test_model_calls_share_one_compute_thread() -> None:
+    """Every llama.cpp call runs on one thread, so OpenMP keeps one team (see model_server)."""
+    import asyncio
+    import threading
+
+    from labkit.services.model_server import iterate_on_compute_thread, run_on_compute_thread
+
+    async def main() -> tuple[set[str], list[int]]:
+        names = await asyncio.gather(*(run_on_compute_thread(lambda: threading.current_thread().name)
+                                       for _ in range(4)))
+        items = [x async for x in iterate_on_compute_thread(iter([1, 2, 3]))]
+        return set(names), items
+
+    names, items = asyncio.run(main())
+    assert len(names) == 1 and items == [1, 2, 3]

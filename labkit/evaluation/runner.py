@@ -879,8 +879,8 @@ def evaluate(
             raise ConfigError("LABKIT_BUDGET_USD must be a number of US dollars",
                               ["LABKIT_BUDGET_USD"]) from exc
     if concurrency is None:
-        # the local llama.cpp server answers one request at a time and slows down when two contend
-        # for its 2 threads (benchmarks/eval_throughput.py): sequential is fastest there
+        # the local llama.cpp server answers one request at a time: two rows in flight gave the same
+        # rows/s (benchmarks/eval_throughput.py) and would add queueing to each row's latency
         concurrency = 1 if settings.backend_for("chat") == "local" else 4
     options = RunOptions(concurrency=max(1, concurrency), row_timeout_s=row_timeout_s,
                          max_attempts=max_attempts, budget_usd=budget, progress=progress,
