@@ -167,3 +167,31 @@ def test_retry_after_header_forms() -> None:
     assert retry_after(error({})) is None and retry_after(ValueError("x")) is None
     assert is_transient(error({})) and is_transient(error({}, 503))
     assert not is_transient(error({}, 400)) and not is_transient(ValueError("x"))
+
+
+def test_baseline_gate_skips_metrics_without_common_rows_and_flags_lost_measurements(tmp_path) -> None:
+    from labkit.evaluation.runner import VariantRun, compare_to_baseline
+
+    base_rows = {f"R{i}": {"m.a": 1.0, "m.b": (1.0 if i < 5 else None)} for i in range(30)}
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"metrics": {"m.a": 1.0, "m.b": 1.0}, "rows": base_rows}))
+
+    def run(records: dict[str, dict]) -> VariantRun:
+        intervals = {"m.a": {}, "m.b": {}}
+        return VariantRun("v", tmp_path, {"status": "complete", "intervals": intervals}, {}, records)
+
+    # rows 10..29: m.b was never measured there in the baseline -> skipped, not failed
+    subset = run({f"R{i}": {"outputs.m.a": 1.0, "outputs.m.b": None} for i in range(10, 30)})
+    a, b = compare_to_baseline(subset, baseline, max_drop=0.2)
+    assert a.passed and a.n == 20 and a.message.startswith("PASS")
+    assert b.passed and b.message.startswith("SKIP") and b.warning
+
+    # rows 0..4 were measured in the baseline; now two are unmeasured: compared on 3, and said
+    lost = run({f"R{i}": {"outputs.m.a": 1.0, "outputs.m.b": (None if i < 2 else 1.0)} for i in range(5)})
+    b = compare_to_baseline(lost, baseline, max_drop=0.2)[1]
+    assert b.passed and b.n == 3 and "2 rows measured in the baseline are unmeasured" in b.message
+
+    # all of them unmeasured now: that is a failure, not a skip
+    gone = run({f"R{i}": {"outputs.m.a": 1.0, "outputs.m.b": None} for i in range(5)})
+    b = compare_to_baseline(gone, baseline, max_drop=0.2)[1]
+    assert not b.passed and b.message.startswith("FAIL")

@@ -39,7 +39,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -1019,7 +1019,24 @@ def compare_to_baseline(run: VariantRun, baseline: str | Path, max_drop: float) 
                                       f"FAIL {metric} vs baseline: this run did not measure {metric}"))
             continue
         before = {rid: values.get(metric) for rid, values in rows.items()}
-        results.append(check_baseline(metric, paired_difference(before, run.values(metric)), max_drop))
+        now = run.values(metric)
+        measured_before = [rid for rid in now if before.get(rid) is not None]
+        name = f"{metric} vs baseline (max drop {max_drop:g})"
+        if not measured_before:
+            # e.g. a subset with no order-history rows: nothing to compare, which is not a failure
+            results.append(GateResult(name, True, None, None, 0,
+                                      f"SKIP {name}: none of this run's {len(now)} rows has a baseline "
+                                      f"value", f"{metric}: not compared (no rows in common with the "
+                                      f"baseline's measured rows)"))
+            continue
+        lost = [rid for rid in measured_before if now[rid] is None]
+        result = check_baseline(metric, paired_difference(before, now), max_drop)
+        if lost:
+            # measured in the baseline, unmeasured now (an unparseable judge, an errored row): say so
+            note = f"{len(lost)} rows measured in the baseline are unmeasured in this run"
+            result = replace(result, message=f"{result.message}; {note}",
+                             warning=f"{metric}: {note}" + (f"; {result.warning}" if result.warning else ""))
+        results.append(result)
     return results
 
 
