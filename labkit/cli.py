@@ -223,7 +223,9 @@ def eval_command(
                                                       "repeat for variants")] = None,
     evaluators: Annotated[str | None, typer.Option(
         "--evaluators", help="comma-separated (default: retrieval,fact_recall,checks,similarity)")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="first N rows only")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="N rows only (see --sample)")] = None,
+    sample: Annotated[str, typer.Option("--sample", help="with --limit: first | stratified (by category)")]
+    = "first",
     out: Annotated[str | None, typer.Option("--out", help="output folder (default under LABKIT_HOME/evals)")]
     = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, max=64,
@@ -247,9 +249,10 @@ def eval_command(
     try:
         configs = _flow_configs(config or [])
         names = [n.strip() for n in evaluators.split(",") if n.strip()] if evaluators else None
-        report = runner.evaluate(data, configs or None, evaluators=names, limit=limit, out=out,
-                                 concurrency=concurrency, gates=gate or (), baseline=gate_vs_baseline,
-                                 max_drop=max_drop, row_timeout_s=row_timeout, fresh=fresh)
+        report = runner.evaluate(data, configs or None, evaluators=names, limit=limit, sample=sample,
+                                 out=out, concurrency=concurrency, gates=gate or (),
+                                 baseline=gate_vs_baseline, max_drop=max_drop,
+                                 row_timeout_s=row_timeout, fresh=fresh)
     except (ConfigError, ServiceError, GateError, ValueError, FileNotFoundError) as exc:
         typer.echo(f"{type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(runner.EXIT_USAGE) from None

@@ -195,3 +195,14 @@ def test_baseline_gate_skips_metrics_without_common_rows_and_flags_lost_measurem
     gone = run({f"R{i}": {"outputs.m.a": 1.0, "outputs.m.b": None} for i in range(5)})
     b = compare_to_baseline(gone, baseline, max_drop=0.2)[1]
     assert not b.passed and b.message.startswith("FAIL")
+
+
+def test_select_rows_first_and_stratified() -> None:
+    rows = [{"id": f"R{i}", "category": c} for i, c in enumerate("aaaabbbcca")]
+    assert [r["id"] for r in runner.select_rows(rows, 3)] == ["R0", "R1", "R2"]
+    picked = runner.select_rows(rows, 4, "stratified")
+    assert [r["id"] for r in picked] == ["R0", "R1", "R4", "R7"]  # a, b, c, then a again; file order
+    assert runner.select_rows(rows, 4, "stratified") == picked  # deterministic
+    assert len(runner.select_rows(rows, 99, "stratified")) == len(rows)
+    with pytest.raises(ValueError, match="sample must be one of"):
+        runner.select_rows(rows, 2, "random")

@@ -112,6 +112,31 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+SAMPLES = ("first", "stratified")
+
+
+def select_rows(rows: list[dict[str, Any]], limit: int | None, sample: str = "first") -> list[dict[str, Any]]:
+    """`limit` rows: the first ones, or `stratified` - one from each `category` in turn (categories in
+    order of first appearance, rows in file order), returned in file order. Deterministic."""
+    if sample not in SAMPLES:
+        raise ValueError(f"sample must be one of {', '.join(SAMPLES)}, not {sample!r}")
+    if limit is None or limit >= len(rows):
+        return list(rows)
+    limit = max(0, int(limit))
+    if sample == "first":
+        return rows[:limit]
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(str(row.get("category") or ""), []).append(i)
+    chosen: list[int] = []
+    queues = [list(reversed(g)) for g in groups.values()]
+    while len(chosen) < limit:
+        for queue in queues:
+            if queue and len(chosen) < limit:
+                chosen.append(queue.pop())
+    return [rows[i] for i in sorted(chosen)]
+
+
 def sha256_file(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -181,6 +206,7 @@ class RunOptions:
     abort_after: int | None = None  # consecutive unreachable rows before stopping; default 2*concurrency+2
     budget_usd: float | None = None
     progress: bool = True
+    sample: str = "first"  # how `limit` picked the rows (recorded in the manifest)
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -689,7 +715,7 @@ def build_manifest(name: str, config: Any, data_path: Path | None, rows: list[di
         "flow_config": config.model_dump() if config is not None else None,
         "flow_version": config.flow_version() if config is not None else None,
         "data": {"path": _display_path(data_path), "sha256": sha256_file(data_path) if data_path else None,
-                 "rows": len(rows), "limit": limit, "ids_sha256": hashlib.sha256(
+                 "rows": len(rows), "limit": limit, "sample": options.sample, "ids_sha256": hashlib.sha256(
                      "\n".join(r["id"] for r in rows).encode()).hexdigest()},
         "prompts": prompts,
         "index": (index_facts(config.index) if config is not None and config.retrieval_mode != "none"
@@ -813,6 +839,7 @@ def evaluate(
     evaluators: Sequence[str] | None = None,
     limit: int | None = None,
     ids: Sequence[str] | None = None,
+    sample: str = "first",
     out: str | Path | None = None,
     concurrency: int | None = None,
     target: Target | None = None,
@@ -834,6 +861,8 @@ def evaluate(
 
     `configs`: a FlowConfig, a list of them (variants; names must differ), or None for the default
     flow. `target`: any `callable(row) -> result` instead of the flow (one variant, `target_name`).
+    `limit` with `sample="first"` takes the first rows; `sample="stratified"` takes them in turn from
+    each `category` so a small run still covers every kind of question.
     `evaluators`: names from `labkit.evaluation.registry` (default: the deterministic ones; add
     judges explicitly, they are slow and locally uncalibrated). `budget_usd`: default from
     `LABKIT_BUDGET_USD`.
@@ -853,8 +882,7 @@ def evaluate(
     if ids is not None:
         wanted = set(ids)
         rows = [r for r in rows if r["id"] in wanted]
-    if limit is not None:
-        rows = rows[: max(0, int(limit))]
+    rows = select_rows(rows, limit, sample)
     if not rows:
         raise ValueError("no rows to evaluate (check --limit / ids)")
 
@@ -884,7 +912,7 @@ def evaluate(
         concurrency = 1 if settings.backend_for("chat") == "local" else 4
     options = RunOptions(concurrency=max(1, concurrency), row_timeout_s=row_timeout_s,
                          max_attempts=max_attempts, budget_usd=budget, progress=progress,
-                         abort_after=abort_after, backoff_s=backoff_s)
+                         abort_after=abort_after, backoff_s=backoff_s, sample=sample)
 
     base_out = Path(out) if out is not None else _default_out(data_path, variants, chosen_names)
     base_out.mkdir(parents=True, exist_ok=True)
