@@ -9,7 +9,6 @@ recorded in its `error` column; the other rows still run.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ import pandas as pd
 
 from labkit import costs
 from labkit.config import get_settings
+from labkit.jsonl import numbered_objects
 from labkit.prompts import Prompt, load_prompt
 
 if TYPE_CHECKING:
@@ -31,19 +31,7 @@ InputMap = Mapping[str, "str | Callable[[dict[str, Any]], Any]"] | Callable[[dic
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a JSON Lines file (blank lines skipped; a bad line is reported with its number)."""
-    rows: list[dict[str, Any]] = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON: {exc.msg}") from exc
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: each line must be a JSON object")
-            rows.append(row)
-    return rows
+    return [row for _, row in numbered_objects(path)]
 
 
 def progress_enabled(progress: bool = True) -> bool:

@@ -60,6 +60,7 @@ from labkit.evaluation.stats import (
     paired_difference,
     parse_gate,
 )
+from labkit.jsonl import numbered_objects
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO / "data" / "eval" / "testset.jsonl"
@@ -91,15 +92,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"no data file at {path}")
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path.name}:{number}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise ValueError(f"{path.name}:{number}: a row must be a JSON object")
+    for number, row in numbered_objects(path):
         missing = [k for k in ("id", "query") if not isinstance(row.get(k), str) or not row[k].strip()]
         if missing:
             raise ValueError(f"{path.name}:{number}: missing {', '.join(missing)}")

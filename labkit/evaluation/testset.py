@@ -26,6 +26,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from labkit import schema
+from labkit.jsonl import numbered_objects
 
 EVAL_DIR = schema.DATA_DIR / "eval"
 TESTSET_PATH = EVAL_DIR / "testset.jsonl"
@@ -105,22 +106,9 @@ class CalibrationRow(BaseModel):
 # ---------------------------------------------------------------------------------------------- loaders
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
-    """(line number, parsed value) for every non-blank line; a line that is not JSON raises ValueError."""
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((number, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path.name}:{number}: not valid JSON ({exc.msg})") from exc
-    return rows
-
-
 def _load(path: Path, model: type[BaseModel]) -> list[Any]:
     out = []
-    for number, raw in _read_jsonl(path):
+    for number, raw in numbered_objects(path):
         try:
             out.append(model.model_validate(raw))
         except ValidationError as err:
