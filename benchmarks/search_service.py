@@ -40,6 +40,7 @@ from azure.search.documents import SearchClient  # noqa: E402
 from azure.search.documents.indexes import SearchIndexClient  # noqa: E402
 from azure.search.documents.models import VectorizedQuery  # noqa: E402
 
+from labkit.services.search_service import launch_argv  # noqa: E402
 from labkit.services.search_service.engine import SearchEngine  # noqa: E402
 
 INDEX = "bench-chunks"
@@ -137,17 +138,7 @@ def latencies(fn: Callable[[int], Any], n: int) -> tuple[list[float], list[Any]]
 def start_service(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    argv = [
-        sys.executable,
-        "-m",
-        "labkit.services.search_service",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir / "data"),
-    ]
+    argv = launch_argv(port, data_dir / "data")
     with (data_dir / "service.log").open("w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     endpoint = f"http://127.0.0.1:{port}"

@@ -28,6 +28,7 @@ import httpx
 from filelock import FileLock
 
 from labkit.config import ConfigError, Settings, get_settings
+from labkit.services.search_service import launch_argv as search_launch_argv
 
 DEFAULT_MODEL_FILE_GLOB = "*.gguf"
 SERVICE_NAMES = ("model", "search")
@@ -169,8 +170,7 @@ def _search_spec(settings: Settings) -> ServiceSpec:
     return ServiceSpec(
         name="search",
         port=settings.labkit_search_port,
-        argv=[sys.executable, "-m", "labkit.services.search_service", "--host", "127.0.0.1",
-              "--port", str(settings.labkit_search_port), "--data-dir", str(settings.search_dir)],
+        argv=search_launch_argv(settings.labkit_search_port, settings.search_dir),
         health_path="/health",
         port_variable="LABKIT_SEARCH_PORT",
     )

@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,8 @@ import pytest
 from azure.core.credentials import AzureKeyCredential
 from azure.search.documents import SearchClient
 from azure.search.documents.indexes import SearchIndexClient
+
+from labkit.services.search_service import launch_argv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,17 +58,7 @@ class SearchServiceProcess:
     def _launch(self, timeout: float) -> bool:
         """True once healthy, False if the port was in use; raises on any other failure."""
         pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        argv = [
-            sys.executable,
-            "-m",
-            "labkit.services.search_service",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.data_dir),
-        ]
+        argv = launch_argv(self.port, self.data_dir)
         start_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(

@@ -11,7 +11,16 @@ BM25 text search and the vectors, which are searched exactly with numpy) and its
 
 from __future__ import annotations
 
-__all__ = ["SearchEngine", "SearchError"]
+import sys
+from pathlib import Path
+
+__all__ = ["SearchEngine", "SearchError", "launch_argv"]
+
+
+def launch_argv(port: int, data_dir: str | Path) -> list[str]:
+    """The command that starts the service on 127.0.0.1:`port` (the process manager, tests, benchmarks)."""
+    return [sys.executable, "-m", "labkit.services.search_service", "--host", "127.0.0.1",
+            "--port", str(port), "--data-dir", str(data_dir)]
 
 
 def __getattr__(name: str) -> object:  # lazy, so that `python -m` and the CLI stay fast
