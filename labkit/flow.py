@@ -465,8 +465,9 @@ def stream(question: str, customer_id: str, history: list[dict[str, str]] | None
            config: FlowConfig | None = None) -> Iterator[str | ChatResult]:
     """Yield the answer in text pieces as they arrive, then the ChatResult.
 
-    The local server sends no usage with streams: output tokens are counted from the pieces
-    (one per chunk) and input tokens are estimated, so `usage.estimated` is true.
+    Cloud backends are asked for a final usage chunk (`stream_options.include_usage`) and report
+    measured tokens. The local server sends no usage with streams: output tokens are counted from
+    the pieces (one per chunk) and input tokens are estimated, so `usage.estimated` is true.
     """
     run = _Run(question, customer_id, history, config)
     start = time.perf_counter()
@@ -481,8 +482,10 @@ def stream(question: str, customer_id: str, history: list[dict[str, str]] | None
             pieces: list[str] = []
             with run.tracer.start_as_current_span(f"chat {run.model}") as span:
                 run._chat_attributes(span, params)
-                response = run.client.chat.completions.create(messages=run.messages, stream=True,  # type: ignore
-                                                              **params)
+                # OpenAI / Azure OpenAI then end the stream with a usage chunk (no choices);
+                # the local server ignores the option
+                response = run.client.chat.completions.create(  # type: ignore[call-overload]
+                    messages=run.messages, stream=True, stream_options={"include_usage": True}, **params)
                 usage = None
                 try:
                     for chunk in response:
