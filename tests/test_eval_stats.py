@@ -206,3 +206,87 @@ def test_select_rows_first_and_stratified() -> None:
     assert len(runner.select_rows(rows, 99, "stratified")) == len(rows)
     with pytest.raises(ValueError, match="sample must be one of"):
         runner.select_rows(rows, 2, "random")
+
+
+def _light(tmp_path: Path, rows: list[dict], target, **kwargs) -> runner.EvalReport:
+    return runner.evaluate(rows, target=target, target_name="light", out=tmp_path / "run", progress=False,
+                           **kwargs)
+
+
+def test_a_folder_holding_only_a_torn_line_resumes_cleanly(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
+    rows = [{"id": f"r{i}", "query": "q"} for i in range(3)]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.jsonl").write_text('{"id": "r0", "sta')  # killed mid-write, nothing else
+    report = _light(tmp_path, rows, lambda row: {"answer": "fine"})
+    lines = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
+    assert report.status == "complete" and sorted(json.loads(x)["id"] for x in lines) == ["r0", "r1", "r2"]
+
+
+def test_a_target_returning_odd_data_is_that_rows_error_not_a_traceback(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
+    rows = [{"id": "good", "query": "q"}, {"id": "odd", "query": "q"}]
+    report = _light(tmp_path, rows, lambda row: {"answer": "a", "usage": 5 if row["id"] == "odd" else {}})
+    assert report.status == "complete_with_errors" and report.exit_code == runner.EXIT_ROW_ERRORS
+    assert report.run.records["odd"]["status"] == "error" and report.run.records["good"]["status"] == "ok"
+
+
+def test_gates_and_baseline_are_checked_before_any_row_runs(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
+    calls: list[str] = []
+    rows = [{"id": "r0", "query": "q"}]
+
+    def target(row: dict) -> dict:
+        calls.append(row["id"])
+        return {"answer": "a"}
+
+    with pytest.raises(GateError, match="does not use"):
+        _light(tmp_path, rows, target, gates=["groundedness.score >= 3"])
+    with pytest.raises(FileNotFoundError, match="no baseline file"):
+        _light(tmp_path, rows, target, baseline=tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"metrics": {}}')
+    with pytest.raises(ValueError, match="not a baseline file"):
+        _light(tmp_path, rows, target, baseline=tmp_path / "bad.json")
+    monkeypatch.setenv("LABKIT_BUDGET_USD", "nan")
+    with pytest.raises(runner.ConfigError, match="finite"):
+        _light(tmp_path, rows, target)
+    assert calls == []
+
+
+def test_a_baseline_sharing_no_rows_fails_the_gate(tmp_path: Path) -> None:
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"metrics": {"m.a": 1.0}, "rows": {"X1": {"m.a": 1.0}}}))
+    run = runner.VariantRun("v", tmp_path, {"status": "complete", "intervals": {"m.a": {}}}, {},
+                            {"r1": {"outputs.m.a": 1.0}})
+    results = runner.compare_to_baseline(run, baseline, max_drop=0.2)
+    assert [r.passed for r in results] == [True, False] and "no row of this run" in results[-1].message
+
+
+def test_a_finished_row_is_never_hidden_by_a_later_error_line(tmp_path: Path) -> None:
+    f = runner.ResultsFile(tmp_path / "results.jsonl")
+    f.append({"id": "a", "status": "ok"})
+    f.append({"id": "a", "status": "error"})  # a second writer raced
+    assert f.load()["a"]["status"] == "ok"
+
+
+def test_a_folder_in_use_by_another_run_is_refused(tmp_path: Path, monkeypatch) -> None:
+    from filelock import FileLock
+
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
+    (tmp_path / "run").mkdir()
+    with FileLock(str(tmp_path / "run" / ".run.lock")):  # as another process would hold it
+        with pytest.raises(runner.ConfigError, match="another evaluation is writing"):
+            _light(tmp_path, [{"id": "r0", "query": "q"}], lambda row: {"answer": "a"})
+    assert _light(tmp_path, [{"id": "r0", "query": "q"}], lambda row: {"answer": "a"}).status == "complete"
+
+
+def test_pass_fail_metrics_get_a_wilson_interval_that_does_not_collapse() -> None:
+    from labkit.evaluation.stats import mean_interval, wilson_interval
+
+    four = mean_interval([1, 1, 1, 1])
+    assert four.mean == 1.0 and four.high == 1.0 and 0.50 < four.low < 0.52 and four.method.startswith("Wilson")
+    low, high = wilson_interval(3, 10)  # textbook value: 0.108 to 0.603
+    assert abs(low - 0.1078) < 1e-3 and abs(high - 0.6032) < 1e-3
+    assert mean_interval([0.5, 1.0, 0.0]).method.startswith("percentile bootstrap")
+    assert mean_interval([None, None]).n == 0
+    assert not check_gate(parse_gate("retrieval.hit_at_5 >= 0.8"), mean_interval([1])).passed

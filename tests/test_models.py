@@ -86,3 +86,17 @@ def test_model_calls_share_one_compute_thread() -> None:
 
     names, items = asyncio.run(main())
     assert len(names) == 1 and items == [1, 2, 3]
+
+
+def test_a_client_leaving_mid_stream_does_not_disturb_the_next_request(local: Settings) -> None:
+    client = models.chat_client()
+    for _ in range(2):
+        stream = client.chat.completions.create(
+            model=models.chat_model_name(), stream=True, max_tokens=64, temperature=0.0,
+            messages=[{"role": "user", "content": "Write a long story about a tent."}])
+        for i, _chunk in enumerate(stream):
+            if i == 2:
+                break
+        stream.close()  # the server sees the client gone while the model is generating
+    reply = models.chat("Name one thing to pack for a hike.", max_tokens=8, seed=7)
+    assert reply.text.strip()

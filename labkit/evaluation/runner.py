@@ -29,6 +29,7 @@ rows in flight plus one more row's estimate would pass the budget; the folder's 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -38,10 +39,13 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
+from filelock import Timeout as FileLockTimeout
 
 from labkit import models
 from labkit.config import ConfigError, Settings, get_settings
@@ -54,9 +58,9 @@ from labkit.evaluation.stats import (
     GateError,
     GateResult,
     Interval,
-    bootstrap_mean,
     check_baseline,
     check_gate,
+    mean_interval,
     paired_difference,
     parse_gate,
 )
@@ -106,6 +110,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
 
 
 SAMPLES = ("first", "stratified")
+INTERRUPT_GRACE_S = 5.0  # on Ctrl-C, how long rows already running get to finish and be saved
 
 
 def select_rows(rows: list[dict[str, Any]], limit: int | None, sample: str = "first") -> list[dict[str, Any]]:
@@ -220,6 +225,9 @@ class ResultsFile:
             except json.JSONDecodeError:
                 continue  # a line torn by a kill mid-write: that row did not finish
             if isinstance(record, dict) and "id" in record:
+                earlier = rows.get(record["id"])
+                if earlier is not None and earlier.get("status") == "ok" and record.get("status") != "ok":
+                    continue  # two writers raced: keep the finished row
                 rows[record["id"]] = record
         return rows
 
@@ -395,8 +403,7 @@ class _VariantRunner:
         start = time.monotonic()
         deadline = start + opts.row_timeout_s
         attempts = 0
-        record: dict[str, Any] = {"id": row["id"], "variant": self.name, "category": row.get("category"),
-                                  "inputs.query": row["query"], "inputs.customer_id": row.get("customer_id")}
+        record = self._base_record(row)
         while True:
             attempts += 1
             remaining = max(1.0, float(int(deadline - time.monotonic())))  # whole seconds: clients are reused
@@ -436,11 +443,17 @@ class _VariantRunner:
             record.update(_result_record(result))
             record.update({f"outputs.{k}": v for k, v in values.items()})
             record.update({
-                "status": "ok", "reasons": reasons, "unmeasured": unmeasured, "usage": usage,
+                "status": "ok", "reasons": {k: _scrub(str(v), self.settings) for k, v in reasons.items()},
+                "unmeasured": {k: _scrub(str(v), self.settings) for k, v in unmeasured.items()},
+                "usage": usage,
                 "judge_usage": judge_usage, "cost_usd": cost, "latency_s": round(time.monotonic() - start, 4),
                 "attempts": attempts, "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             })
             return record
+
+    def _base_record(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {"id": row["id"], "variant": self.name, "category": row.get("category"),
+                "inputs.query": row["query"], "inputs.customer_id": row.get("customer_id")}
 
     def _error(self, record: dict[str, Any], exc: BaseException, attempts: int, start: float,
                kind: str) -> dict[str, Any]:
@@ -455,7 +468,7 @@ class _VariantRunner:
         opts = self.options
         done = self.results.load()
         keep = {rid: rec for rid, rec in done.items() if rec.get("status") == "ok"}
-        if len(keep) != len(done) or (self.results.path.exists() and done):
+        if self.results.path.exists():
             self.results.rewrite(keep.values())  # error rows are retried; torn lines dropped
         records = dict(keep)
         wanted = {r["id"] for r in self.rows}
@@ -469,6 +482,11 @@ class _VariantRunner:
                 raise BudgetError(f"a budget is set (LABKIT_BUDGET_USD={budget:g}) but the model "
                                   f"{self.price_model!r} has no price in data/prices.json, so spend cannot "
                                   "be estimated; add its price or unset the budget")
+            for ev in self.chosen:
+                judge = getattr(ev, "model", None) if isinstance(ev, JudgeEvaluator) else None
+                if judge and self.cost_of(judge, {"input_tokens": 1, "output_tokens": 1}) is None:
+                    raise BudgetError(f"a budget is set but the judge model {judge!r} has no price in "
+                                      "data/prices.json; add its price or unset the budget")
         abort_after = opts.abort_after or 2 * opts.concurrency + 2
         bar = _progress(len(self.rows), len(self.rows) - len(pending), f"eval {self.name}", opts.progress)
         pool = cf.ThreadPoolExecutor(max_workers=2 * opts.concurrency + 2, thread_name_prefix="labkit-eval")
@@ -492,8 +510,11 @@ class _VariantRunner:
                     break
                 finished, _ = cf.wait(list(in_flight), timeout=0.25, return_when=cf.FIRST_COMPLETED)
                 for fut in finished:
-                    row, _, _ = in_flight.pop(fut)
-                    record = fut.result()
+                    row, started, estimate = in_flight.pop(fut)
+                    try:
+                        record = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - a bug in a target or evaluator: one row's error
+                        record = self._error(self._base_record(row), exc, 1, started, "error")
                     self._finish(record, records)
                     if record["status"] == "ok":
                         self.limiter.on_success()
@@ -501,6 +522,8 @@ class _VariantRunner:
                         if record.get("cost_usd") is not None:
                             spent += float(record["cost_usd"])
                             priced_rows.append(float(record["cost_usd"]))
+                        elif budget is not None:
+                            spent += estimate  # a call the price table cannot price: count the estimate
                     elif record.get("error_kind") == "unreachable":
                         self.consecutive_unreachable += 1
                     bar.update(1)
@@ -510,12 +533,11 @@ class _VariantRunner:
                 # watchdog: a row past its limit (plus grace) is recorded as timed out and abandoned
                 now = time.monotonic()
                 for fut, (row, started, _) in list(in_flight.items()):
-                    if now - started > opts.row_timeout_s + 10:
+                    if not fut.done() and now - started > opts.row_timeout_s + 10:
                         in_flight.pop(fut)
-                        abandoned += 1
-                        record = self._error({"id": row["id"], "variant": self.name,
-                                              "category": row.get("category"), "inputs.query": row["query"],
-                                              "inputs.customer_id": row.get("customer_id")},
+                        if not fut.cancel():
+                            abandoned += 1  # still running: its thread is left behind, its result ignored
+                        record = self._error(self._base_record(row),
                                              TimeoutError(f"row exceeded {opts.row_timeout_s:g} s"), 1,
                                              started, "timeout")
                         self._finish(record, records)
@@ -523,11 +545,13 @@ class _VariantRunner:
         except KeyboardInterrupt:
             self.status = "interrupted"
             self.stop_event.set()
-            for fut in list(in_flight):  # rows already running finish and are saved; nothing new starts
+            grace = time.monotonic() + INTERRUPT_GRACE_S
+            for fut in list(in_flight):  # rows about to finish are saved; the rest stay pending
                 try:
-                    self._finish(fut.result(timeout=opts.row_timeout_s), records)
-                except Exception:  # noqa: BLE001 - a row that cannot finish simply stays pending
+                    self._finish(fut.result(timeout=max(0.0, grace - time.monotonic())), records)
+                except (Exception, KeyboardInterrupt):  # noqa: BLE001 - that row simply stays pending
                     pass
+            abandoned += len(in_flight)
         finally:
             bar.close()
             pool.shutdown(wait=abandoned == 0, cancel_futures=True)
@@ -592,7 +616,7 @@ def summarize(name: str, rows: list[dict[str, Any]], records: Mapping[str, dict[
     selected = [records[r["id"]] for r in rows if r["id"] in records]
     ok = [rec for rec in selected if rec.get("status") == "ok"]
     metrics = metric_names(ok)
-    intervals = {m: bootstrap_mean(rec.get(f"outputs.{m}") for rec in ok) for m in metrics}
+    intervals = {m: mean_interval([rec.get(f"outputs.{m}") for rec in ok]) for m in metrics}
     unmeasured = {m: len(selected) - intervals[m].n for m in metrics}
     warnings = []
     small = [m for m, iv in intervals.items() if 0 < iv.n < MIN_ROWS]
@@ -899,6 +923,9 @@ def evaluate(
         except ValueError as exc:
             raise ConfigError("LABKIT_BUDGET_USD must be a number of US dollars",
                               ["LABKIT_BUDGET_USD"]) from exc
+    if budget is not None and not (math.isfinite(budget) and budget >= 0):
+        raise ConfigError("LABKIT_BUDGET_USD must be a finite, non-negative number of US dollars",
+                          ["LABKIT_BUDGET_USD"])
     if concurrency is None:
         # the local llama.cpp server answers one request at a time: two rows in flight gave the same
         # rows/s (benchmarks/eval_throughput.py) and would add queueing to each row's latency
@@ -907,29 +934,38 @@ def evaluate(
                          max_attempts=max_attempts, budget_usd=budget, progress=progress,
                          abort_after=abort_after, backoff_s=backoff_s, sample=sample)
 
-    base_out = Path(out) if out is not None else _default_out(data_path, variants, chosen_names)
+    for gate in gate_list:
+        if gate.metric.split(".")[0] not in chosen_names:
+            raise GateError(f"gate {gate} names the evaluator {gate.metric.split('.')[0]!r}, which this run "
+                            f"does not use (evaluators: {', '.join(chosen_names)})")
+    if baseline is not None:
+        load_baseline(baseline)  # a missing or malformed file fails now, not after the whole run
+    identity = {"chat": models.chat_model_name(settings), "judge": settings.labkit_judge_model,
+                "backend": settings.backend_for("chat")}
+    base_out = Path(out) if out is not None else _default_out(data_path, variants, chosen_names, identity)
     base_out.mkdir(parents=True, exist_ok=True)
     report = EvalReport(out=base_out, runs={})
     for name, config, run_target in variants:
         folder = base_out if len(variants) == 1 else base_out / _safe(name)
         folder.mkdir(parents=True, exist_ok=True)
-        chosen = make_evaluators(chosen_names, judge_model=settings.labkit_judge_model)
-        manifest = build_manifest(name, config, data_path, rows, limit, chosen, settings, options,
-                                  f"{name}:{getattr(run_target, '__name__', 'target')}")
-        _check_resume(folder, manifest, fresh)
-        _write_json(folder / "manifest.json", {**manifest, "status": "running"})
-        price_model = manifest["model"]["chat"]
-        runner = _VariantRunner(name, run_target, rows, chosen, folder, options, manifest, settings,
-                                price_model, on_row, config)
-        records = runner.run()
-        summary = summarize(name, rows, records, runner.status, runner.message, manifest)
-        manifest = {**manifest, "status": runner.status,
-                    "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        _write_json(folder / "manifest.json", manifest)
-        run = VariantRun(name, folder, summary, manifest, {r["id"]: records[r["id"]] for r in rows
-                                                           if r["id"] in records}, runner.limiter.history)
-        report.runs[name] = run
-        _write_json(folder / "summary.json", summary)
+        with _folder_lock(folder):  # one writer per folder (two kernels, two terminals)
+            chosen = make_evaluators(chosen_names, judge_model=settings.labkit_judge_model)
+            manifest = build_manifest(name, config, data_path, rows, limit, chosen, settings, options,
+                                      f"{name}:{getattr(run_target, '__name__', 'target')}")
+            _check_resume(folder, manifest, fresh)
+            _write_json(folder / "manifest.json", {**manifest, "status": "running"})
+            price_model = manifest["model"]["chat"]
+            runner = _VariantRunner(name, run_target, rows, chosen, folder, options, manifest, settings,
+                                    price_model, on_row, config)
+            records = runner.run()
+            summary = summarize(name, rows, records, runner.status, runner.message, manifest)
+            manifest = {**manifest, "status": runner.status,
+                        "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+            _write_json(folder / "manifest.json", manifest)
+            run = VariantRun(name, folder, summary, manifest, {r["id"]: records[r["id"]] for r in rows
+                                                               if r["id"] in records}, runner.limiter.history)
+            report.runs[name] = run
+            _write_json(folder / "summary.json", summary)
         if runner.status in ("stopped_budget", "aborted", "interrupted"):
             break  # later variants would only hit the same wall
 
@@ -942,8 +978,11 @@ def evaluate(
         first = report.run
         for gate in gate_list:
             if gate.metric not in first.summary["intervals"]:
-                raise GateError(f"gate {gate} names {gate.metric!r}, which this run did not measure; "
-                                f"measured: {', '.join(first.summary['intervals']) or 'nothing'}")
+                measured = ", ".join(first.summary["intervals"]) or "nothing"
+                report.gates.append(GateResult(str(gate), False, None, None, 0,
+                                               f"FAIL {gate}: this run has no metric {gate.metric!r} "
+                                               f"(measured: {measured})"))
+                continue
             iv = first.summary["intervals"][gate.metric]
             report.gates.append(check_gate(gate, Interval(**iv)))
         if baseline is not None:
@@ -954,15 +993,33 @@ def evaluate(
     return report
 
 
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Hold `folder/.run.lock` (the OS releases it if the process dies); a second writer gets an error."""
+    lock = FileLock(str(folder / ".run.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except FileLockTimeout:
+        raise ConfigError(f"another evaluation is writing to {folder} right now; wait for it to finish or "
+                          "use another output folder") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "variant"
 
 
 def _default_out(data_path: Path | None, variants: list[tuple[str, Any, Target]],
-                 evaluator_names: Sequence[str]) -> Path:
+                 evaluator_names: Sequence[str], identity: Mapping[str, Any]) -> Path:
     stem = data_path.stem if data_path else "rows"
     key = "+".join(f"{name}-{config.flow_version() if config is not None else 'target'}"
                    for name, config, _ in variants) + "|" + ",".join(sorted(evaluator_names))
+    if identity.get("backend") != "local" or identity.get("judge"):
+        # the local default keeps its earlier folder names; any other model gets a folder of its own
+        key += "|" + json.dumps(dict(identity), sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     label = variants[0][0] if len(variants) == 1 else "compare"
     return get_settings().home / "evals" / f"{stem}-{_safe(label)}-{digest}"
@@ -982,6 +1039,16 @@ def _check_resume(folder: Path, manifest: Mapping[str, Any], fresh: bool) -> Non
         if old.get(key) != manifest.get(key):
             raise ConfigError(f"{folder} holds results of another run ({key} {old.get(key)!r}, now "
                               f"{manifest.get(key)!r}); use another output folder or --fresh")
+    old_model, new_model = old.get("model") or {}, manifest.get("model") or {}
+    for part in ("chat", "judge", "backend"):
+        if old_model.get(part) != new_model.get(part):
+            raise ConfigError(f"{folder} holds results from another {part} model "
+                              f"({old_model.get(part)!r}, now {new_model.get(part)!r}); use another output "
+                              "folder or --fresh")
+    old_sha, new_sha = (old.get("data") or {}).get("sha256"), (manifest.get("data") or {}).get("sha256")
+    if old_sha and new_sha and old_sha != new_sha:
+        raise ConfigError(f"{folder} holds results for another version of the data file (its sha256 "
+                          "changed); use another output folder or --fresh")
     if old.get("evaluators") != manifest.get("evaluators"):
         before = ", ".join(old.get("evaluators") or [])
         raise ConfigError(f"{folder} was scored with other evaluators ({before}); use another output folder "
@@ -1025,14 +1092,24 @@ def save_baseline(run: VariantRun, path: str | Path, metrics: Sequence[str] | No
     return path
 
 
-def compare_to_baseline(run: VariantRun, baseline: str | Path, max_drop: float) -> list[GateResult]:
+def load_baseline(baseline: str | Path) -> dict[str, Any]:
+    """A baseline file written by `save_baseline`; a missing or malformed one raises with its path."""
     path = Path(baseline)
     if not path.exists():
         raise FileNotFoundError(f"no baseline file at {path}")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    rows = data.get("rows")
-    if not isinstance(rows, dict) or not isinstance(data.get("metrics"), dict):
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc.msg})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), dict) or \
+            not isinstance(data.get("metrics"), dict):
         raise ValueError(f"{path} is not a baseline file (needs 'metrics' and per-row 'rows')")
+    return data
+
+
+def compare_to_baseline(run: VariantRun, baseline: str | Path, max_drop: float) -> list[GateResult]:
+    data = load_baseline(baseline)
+    rows = data["rows"]
     results = []
     for metric in data["metrics"]:
         if metric not in run.summary["intervals"]:
@@ -1058,9 +1135,15 @@ def compare_to_baseline(run: VariantRun, baseline: str | Path, max_drop: float) 
             result = replace(result, message=f"{result.message}; {note}",
                              warning=f"{metric}: {note}" + (f"; {result.warning}" if result.warning else ""))
         results.append(result)
+    if results and all(r.message.startswith("SKIP") for r in results):
+        # a wrong baseline file or other data: nothing was compared, which must not pass
+        results.append(GateResult(f"baseline {Path(baseline).name}", False, None, None, 0,
+                                  f"FAIL baseline {Path(baseline).name}: no row of this run was measured in "
+                                  "the baseline (another data file?)"))
     return results
 
 
 __all__ = ["EXIT_GATE_FAILED", "EXIT_OK", "EXIT_ROW_ERRORS", "EXIT_STOPPED", "EXIT_USAGE", "BudgetError",
            "EvalReport", "Limiter", "ResultsFile", "VariantRun", "bare_model_target", "compare",
-           "compare_to_baseline", "evaluate", "flow_target", "read_rows", "save_baseline", "summarize"]
+           "compare_to_baseline", "evaluate", "flow_target", "load_baseline", "read_rows", "save_baseline",
+           "summarize"]

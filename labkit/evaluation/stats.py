@@ -2,6 +2,9 @@
 
 Introduced in notebooks/04_evaluate.ipynb.
 
+- `mean_interval(values)`: the mean with a 95% interval - the Wilson score interval when every value
+  is 0 or 1 (hit rates, pass/fail checks: it stays honest for small n and for 4 out of 4, where a
+  bootstrap collapses to [1, 1]), otherwise `bootstrap_mean`.
 - `bootstrap_mean(values)`: the mean with a percentile-bootstrap 95% interval (2,000 resamples, fixed
   seed, so the same values always give the same interval).
 - `paired_difference(a, b)`: mean of `b - a` over the row ids measured in both, with its interval.
@@ -19,6 +22,7 @@ import operator
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -70,6 +74,28 @@ def bootstrap_mean(values: Iterable[Any], *, resamples: int = RESAMPLES, level: 
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return Interval(mean, float(low), float(high), n)
+
+
+WILSON = "Wilson score interval"
+
+
+def wilson_interval(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """The Wilson score interval for a proportion of `successes` out of `n` (n > 0)."""
+    z = NormalDist().inv_cdf(1 - (1 - level) / 2)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_interval(values: Iterable[Any], **kwargs: Any) -> Interval:
+    """Mean and 95% interval of measured values: Wilson for 0/1 values, else the bootstrap."""
+    data = _finite(values)
+    if len(data) and np.isin(data, (0.0, 1.0)).all():
+        low, high = wilson_interval(int(data.sum()), len(data))
+        return Interval(float(data.mean()), low, high, len(data), WILSON)
+    return bootstrap_mean(data, **kwargs)
 
 
 def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any], **kwargs: Any) -> Interval:
@@ -153,4 +179,4 @@ def check_baseline(metric: str, difference: Interval, max_drop: float) -> GateRe
 
 
 __all__ = ["Gate", "GateError", "GateResult", "Interval", "MIN_ROWS", "bootstrap_mean", "check_baseline",
-           "check_gate", "paired_difference", "parse_gate"]
+           "check_gate", "mean_interval", "paired_difference", "parse_gate", "wilson_interval"]

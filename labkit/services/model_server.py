@@ -45,8 +45,14 @@ _END = object()
 
 async def run_on_compute_thread(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run `func(*args, **kwargs)` on the single compute thread (replaces starlette's pool)."""
+    import anyio
+
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_COMPUTE, functools.partial(func, *args, **kwargs))
+    future = loop.run_in_executor(_COMPUTE, functools.partial(func, *args, **kwargs))
+    # Like starlette's pool: a cancelled request (a client gone mid-stream) still waits for its call to
+    # end, so the server's model lock is never released while the model is in use.
+    with anyio.CancelScope(shield=True):
+        return await asyncio.shield(future)
 
 
 async def iterate_on_compute_thread(iterable: Iterable[T]) -> AsyncIterator[T]:
