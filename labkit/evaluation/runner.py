@@ -55,6 +55,7 @@ from labkit.evaluation.registry import DETERMINISTIC, versions
 from labkit.evaluation.registry import evaluators as make_evaluators
 from labkit.evaluation.stats import (
     MIN_ROWS,
+    Gate,
     GateError,
     GateResult,
     Interval,
@@ -975,22 +976,34 @@ def evaluate(
 
     complete = report.status in ("complete", "complete_with_errors")
     if complete:
-        first = report.run
-        for gate in gate_list:
-            if gate.metric not in first.summary["intervals"]:
-                measured = ", ".join(first.summary["intervals"]) or "nothing"
-                report.gates.append(GateResult(str(gate), False, None, None, 0,
-                                               f"FAIL {gate}: this run has no metric {gate.metric!r} "
-                                               f"(measured: {measured})"))
-                continue
-            iv = first.summary["intervals"][gate.metric]
-            report.gates.append(check_gate(gate, Interval(**iv)))
-        if baseline is not None:
-            report.gates.extend(compare_to_baseline(first, baseline, max_drop))
-        first.summary["gates"] = [g.as_dict() for g in report.gates]
-        first.summary["warnings"].extend(g.warning for g in report.gates if g.warning)
-        _write_json(first.out / "summary.json", first.summary)
+        several = len(report.runs) > 1
+        for run in report.runs.values():  # every variant is gated: a candidate never slips through
+            gated = gate_run(run, gate_list, baseline, max_drop)
+            if several:
+                gated = [replace(g, gate=f"[{run.name}] {g.gate}", message=f"[{run.name}] {g.message}")
+                         for g in gated]
+            report.gates.extend(gated)
+            run.summary["gates"] = [g.as_dict() for g in gated]
+            run.summary["warnings"].extend(g.warning for g in gated if g.warning)
+            _write_json(run.out / "summary.json", run.summary)
     return report
+
+
+def gate_run(run: VariantRun, gates: Sequence[Gate], baseline: str | Path | None,
+             max_drop: float) -> list[GateResult]:
+    """The absolute gates and, with a baseline file, the non-inferiority gates of one variant."""
+    results: list[GateResult] = []
+    for gate in gates:
+        if gate.metric not in run.summary["intervals"]:
+            measured = ", ".join(run.summary["intervals"]) or "nothing"
+            results.append(GateResult(str(gate), False, None, None, 0,
+                                      f"FAIL {gate}: this run has no metric {gate.metric!r} "
+                                      f"(measured: {measured})"))
+            continue
+        results.append(check_gate(gate, Interval(**run.summary["intervals"][gate.metric])))
+    if baseline is not None:
+        results.extend(compare_to_baseline(run, baseline, max_drop))
+    return results
 
 
 @contextlib.contextmanager
@@ -1145,5 +1158,5 @@ def compare_to_baseline(run: VariantRun, baseline: str | Path, max_drop: float) 
 
 __all__ = ["EXIT_GATE_FAILED", "EXIT_OK", "EXIT_ROW_ERRORS", "EXIT_STOPPED", "EXIT_USAGE", "BudgetError",
            "EvalReport", "Limiter", "ResultsFile", "VariantRun", "bare_model_target", "compare",
-           "compare_to_baseline", "evaluate", "flow_target", "load_baseline", "read_rows", "save_baseline",
-           "summarize"]
+           "compare_to_baseline", "evaluate", "flow_target", "gate_run", "load_baseline", "read_rows",
+           "save_baseline", "summarize"]
