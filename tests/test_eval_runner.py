@@ -224,6 +224,22 @@ def test_the_budget_guard_stops_before_passing_the_budget(proxy: FaultProxy, tmp
     assert again.status == "complete" and again.run.summary["rows"]["ok"] == 50
 
 
+def test_retried_attempts_count_against_the_budget(proxy: FaultProxy, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABKIT_BUDGET_USD", "1")
+    proxy.retry_after = "1"
+
+    def after_first_row(record: dict) -> None:  # the first row calibrates the estimate, then 429s
+        if proxy.mode != "rate_limit":
+            proxy.mode, proxy.rate_limit_left = "rate_limit", 2
+
+    report = run_light(ROWS[:4], tmp_path / "retries", concurrency=1, on_row=after_first_row)
+    assert report.status == "complete", report.lines()
+    retried = [r for r in report.run.records.values() if r["attempts"] > 1]
+    assert retried and all(r["retry_cost_estimate_usd"] > 0 for r in retried)
+    assert report.run.summary["retry_cost_estimate_usd"] > 0
+
+
 def test_a_budget_with_an_unpriced_model_is_refused(proxy: FaultProxy, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_CHAT_MODEL", "no-such-priced-model")

@@ -250,6 +250,14 @@ class ResultsFile:
             os.fsync(fh.fileno())
 
 
+SPEND_LEDGER = "spend.json"
+
+
+def _spent(record: Mapping[str, Any]) -> float:
+    """What a row cost: its measured cost plus the estimate for attempts that were retried."""
+    return float(record.get("cost_usd") or 0) + float(record.get("retry_cost_estimate_usd") or 0)
+
+
 def _scrub(text: str, settings: Settings) -> str:
     """Remove any configured secret value from an error message before it is written anywhere."""
     for name in ("azure_openai_api_key", "openai_api_key", "azure_search_api_key", "azure_cosmos_key"):
@@ -469,12 +477,20 @@ class _VariantRunner:
         opts = self.options
         done = self.results.load()
         keep = {rid: rec for rid, rec in done.items() if rec.get("status") == "ok"}
+        ledger = self.out / SPEND_LEDGER
+        carried = float(json.loads(ledger.read_text(encoding="utf-8")).get("carried_usd", 0.0)) \
+            if ledger.exists() else 0.0
+        dropped = sum(_spent(rec) for rec in done.values() if rec.get("status") != "ok")
+        if dropped:  # error rows are about to be dropped: what their attempts may have cost stays counted
+            carried += dropped
+            _write_json(ledger, {"carried_usd": round(carried, 6),
+                                 "note": "estimated spend of error rows dropped on resume"})
         if self.results.path.exists():
             self.results.rewrite(keep.values())  # error rows are retried; torn lines dropped
         records = dict(keep)
         wanted = {r["id"] for r in self.rows}
         pending = deque(r for r in self.rows if r["id"] not in keep)
-        spent = sum(float(rec.get("cost_usd") or 0) for rid, rec in keep.items() if rid in wanted)
+        spent = carried + sum(_spent(rec) for rid, rec in keep.items() if rid in wanted)
         priced_rows = [float(rec["cost_usd"]) for rid, rec in keep.items() if rec.get("cost_usd") is not None]
         budget = opts.budget_usd
         if budget is not None:
@@ -516,6 +532,14 @@ class _VariantRunner:
                         record = fut.result()
                     except Exception as exc:  # noqa: BLE001 - a bug in a target or evaluator: one row's error
                         record = self._error(self._base_record(row), exc, 1, started, "error")
+                    # attempts that failed after calls may have been billed: count each as one row's estimate
+                    billed = int(record.get("attempts") or 1) - (1 if record["status"] == "ok" else 0)
+                    if record["status"] != "ok" and \
+                            record.get("error_kind") not in ("rate_limited", "timeout"):
+                        billed = 0  # unreachable, interrupted or a bad row: nothing was generated
+                    if billed > 0 and estimate > 0:
+                        record["retry_cost_estimate_usd"] = round(billed * estimate, 6)
+                        spent += billed * estimate
                     self._finish(record, records)
                     if record["status"] == "ok":
                         self.limiter.on_success()
@@ -660,6 +684,8 @@ def summarize(name: str, rows: list[dict[str, Any]], records: Mapping[str, dict[
         "cost_usd": None if any(c is None for c in costs) else round(sum(costs), 6),
         "cost_note": ("some rows used an unpriced model: no total" if any(c is None for c in costs)
                       else "estimated from data/prices.json and the responses' token usage"),
+        "retry_cost_estimate_usd": round(sum(float(rec.get("retry_cost_estimate_usd") or 0)
+                                             for rec in selected), 6),
         "latency_s": {"p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95),
                       "mean": round(sum(latencies) / len(latencies), 4) if latencies else None},
         "judge_note": JUDGE_NOTE.format(model=judge_model) if judged else None,
@@ -1041,7 +1067,7 @@ def _default_out(data_path: Path | None, variants: list[tuple[str, Any, Target]]
 def _check_resume(folder: Path, manifest: Mapping[str, Any], fresh: bool) -> None:
     results = folder / "results.jsonl"
     if fresh:
-        for name in ("results.jsonl", "summary.json", "comparison.json"):
+        for name in ("results.jsonl", "summary.json", "comparison.json", SPEND_LEDGER):
             (folder / name).unlink(missing_ok=True)
         return
     old_path = folder / "manifest.json"
