@@ -164,6 +164,33 @@ def test_killing_the_runner_process_loses_and_duplicates_nothing(local: Settings
     assert sorted(counts) == [r["id"] for r in ROWS[:50]] and set(counts.values()) == {1}
 
 
+def test_ctrl_c_stops_promptly_saves_finished_rows_and_resumes(local: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "ctrl-c"
+    rows_file = tmp_path / "rows.jsonl"
+    rows_file.write_text("".join(json.dumps(r) + "\n" for r in ROWS[:50]))
+    script = ("from labkit.evaluation import runner\n"
+              f"r = runner.evaluate({str(rows_file)!r}, target=runner.bare_model_target(max_tokens=4), "
+              f"target_name='light', out={str(out)!r}, concurrency=2, progress=False)\n"
+              "print('STATUS', r.status, r.exit_code)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=os.environ.copy(), stdout=subprocess.PIPE,
+                            text=True)
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not results.exists() or len(ids_in(results)) < 10):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    stdout, _ = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < runner.INTERRUPT_GRACE_S + 10
+    assert f"STATUS interrupted {runner.EXIT_STOPPED}" in stdout
+    assert 10 <= len(ids_in(results)) < 50
+    report = runner.evaluate(rows_file, target=runner.bare_model_target(max_tokens=4), target_name="light",
+                             out=out, concurrency=2, progress=False)
+    counts = ids_in(results)
+    assert report.status == "complete"
+    assert sorted(counts) == [r["id"] for r in ROWS[:50]] and set(counts.values()) == {1}
+
+
 def test_429_with_retry_after_is_waited_out_and_concurrency_halves(proxy: FaultProxy, tmp_path: Path) -> None:
     proxy.mode, proxy.rate_limit_left, proxy.retry_after = "rate_limit", 3, "2"
     start = time.monotonic()
