@@ -312,3 +312,11 @@ def test_flow_variants_gates_and_baseline(local: Settings, tmp_path: Path) -> No
                             out=tmp_path / "v" / "hybrid", progress=False, baseline=baseline, max_drop=0.2)
     assert [g.passed for g in again.gates] == [True]
     assert again.gates[0].mean == 0.0
+
+
+def test_judge_variance_runs_repeats_against_the_local_judge(local: Settings) -> None:
+    from labkit.evaluation.calibration import run_variance
+
+    (v,) = run_variance(["fluency"], limit=1, repeats=2, progress=False)
+    assert (v.judge, v.rows, v.repeats) == ("fluency", 1, 2) and v.compared + (v.unmeasured > 0) >= 1
+    assert v.settings["seeds"] == [42, 43]

@@ -175,3 +175,16 @@ def test_review_regressions_for_facts_declines_and_scales() -> None:
     for text in ("score: 4/10", "Score: 3 out of 10", '{"score": "2/10"}'):
         assert isinstance(parse_judgement(text), Unmeasured), text
     assert parse_judgement("score: 4/5").value == 4
+
+
+# ---- judge variance ----------------------------------------------------------------------------------------
+def test_variance_summary_counts_agreement_spread_and_unmeasured() -> None:
+    from labkit.evaluation.calibration import variance_summary
+
+    v = variance_summary("fluency", [[3, 3, 3], [2, 4, None], [None, None, 5], [1, 2, 3]], {"temperature": 0})
+    assert (v.rows, v.repeats, v.compared, v.unmeasured) == (4, 3, 3, 3)
+    assert v.all_agree == pytest.approx(1 / 3)
+    assert v.mean_range == pytest.approx((0 + 2 + 2) / 3)
+    assert v.mean_sd == pytest.approx((0 + 1 + (2 / 3) ** 0.5) / 3)
+    empty = variance_summary("fluency", [[None, None]], {})
+    assert empty.compared == 0 and empty.all_agree is None and empty.unmeasured == 2

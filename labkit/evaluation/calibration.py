@@ -1,4 +1,5 @@
-"""Judge calibration against human labels: exact agreement, within-one agreement, Cohen's kappa.
+"""Judge calibration against human labels: exact agreement, within-one agreement, Cohen's kappa;
+and judge variance: how often the same judge gives the same answer the same score again.
 
 Introduced in notebooks/04_evaluate.ipynb. Unmeasured judge outputs are excluded from the
 agreement figures and reported as a count (and a rate), never treated as a score.
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from labkit.evaluation.base import Outcome, Score
 
@@ -90,6 +92,71 @@ def run_calibration(judges: Sequence[str] | None = None, limit: int | None = Non
     return out
 
 
+@dataclass
+class Variance:
+    judge: str
+    rows: int              # rows judged `repeats` times
+    repeats: int
+    compared: int          # rows with at least two measured repeats
+    unmeasured: int        # judge calls whose output could not be read (of rows * repeats)
+    all_agree: float | None     # share of compared rows where every measured repeat gave the same score
+    mean_range: float | None    # mean of (max - min) score per compared row
+    mean_sd: float | None       # mean population standard deviation per compared row
+    settings: dict[str, Any]
+
+
+def variance_summary(judge: str, scores: Sequence[Sequence[float | None]],
+                     settings: dict[str, Any]) -> Variance:
+    """Per-row repeated scores (None = unmeasured) -> how stable the judge is."""
+    repeats = max((len(r) for r in scores), default=0)
+    unmeasured = sum(1 for r in scores for v in r if v is None)
+    measured = [[float(v) for v in r if v is not None] for r in scores]
+    compared = [r for r in measured if len(r) >= 2]
+    if not compared:
+        return Variance(judge, len(scores), repeats, 0, unmeasured, None, None, None, settings)
+
+    def sd(r: list[float]) -> float:
+        mean = sum(r) / len(r)
+        return (sum((v - mean) ** 2 for v in r) / len(r)) ** 0.5
+
+    return Variance(judge, len(scores), repeats, len(compared), unmeasured,
+                    all_agree=sum(1 for r in compared if max(r) == min(r)) / len(compared),
+                    mean_range=sum(max(r) - min(r) for r in compared) / len(compared),
+                    mean_sd=sum(sd(r) for r in compared) / len(compared), settings=settings)
+
+
+def run_variance(judges: Sequence[str] | None = None, limit: int | None = None, repeats: int = 3,
+                 temperature: float | None = None, progress: bool = True) -> list[Variance]:
+    """Judge each calibration answer `repeats` times (seeds 42, 43, ...; the judge prompt's temperature
+    unless `temperature` is given) and summarise the spread per judge. A deterministic local judge at
+    temperature 0 agrees with itself by construction - which says nothing about whether it is right."""
+    from tqdm.auto import tqdm
+
+    from labkit.evaluation.judges import JUDGES, JudgeEvaluator
+    from labkit.evaluation.testset import load_calibration
+
+    if repeats < 2:
+        raise ValueError("repeats must be at least 2 to measure variance")
+    out = []
+    for name in judges or JUDGES:
+        rows = load_calibration(name)[:limit]
+        judge = JudgeEvaluator(name)
+        scores: list[list[float | None]] = []
+        for r in tqdm(rows, desc=f"judge {name} x{repeats}", disable=not progress):
+            row_scores: list[float | None] = []
+            for i in range(repeats):
+                params: dict[str, Any] = {"seed": 42 + i}
+                if temperature is not None:
+                    params["temperature"] = temperature
+                outcome = judge.judge(r.query, r.response, r.context, params=params)
+                row_scores.append(float(outcome.value) if isinstance(outcome, Score) else None)
+            scores.append(row_scores)
+        settings = {"temperature": temperature if temperature is not None else
+                    judge.prompt.parameters.get("temperature"), "seeds": [42 + i for i in range(repeats)]}
+        out.append(variance_summary(name, scores, settings))
+    return out
+
+
 def main() -> None:
     """`python -m labkit.evaluation.calibration [--limit N]`: print each judge's agreement."""
     import argparse
@@ -102,8 +169,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--json", dest="json_out", default=None, help="also write the figures to this file")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="measure judge variance instead: judge every answer N times (N >= 2)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="with --repeats: override the judge's temperature")
     args = parser.parse_args()
     judge_model = get_settings().labkit_judge_model or models.chat_model_name()
+    if args.repeats is not None:
+        found = [asdict(v) for v in run_variance(limit=args.limit, repeats=args.repeats,
+                                                 temperature=args.temperature)]
+        print(f"judge model: {judge_model} (variance over {args.repeats} repeats per answer)")
+        print(f"{'judge':14s}{'rows':>5s}{'compared':>9s}{'unmeas.':>8s}{'all agree':>10s}{'mean range':>11s}"
+              f"{'mean sd':>8s}")
+        for v in found:
+            def g(x: float | None) -> str:
+                return "   -" if x is None else f"{x:.2f}"
+            print(f"{v['judge']:14s}{v['rows']:5d}{v['compared']:9d}{v['unmeasured']:8d}{g(v['all_agree']):>10s}"
+                  f"{g(v['mean_range']):>11s}{g(v['mean_sd']):>8s}")
+        if args.json_out:
+            with open(args.json_out, "w") as fh:
+                json.dump({"judge_model": judge_model, "variance": found}, fh, indent=2)
+        return
     rows = [asdict(a) for a, _ in run_calibration(limit=args.limit)]
     print(f"judge model: {judge_model}")
     print(f"{'judge':14s}{'n':>4s}{'scored':>8s}{'unmeas.':>8s}{'exact':>8s}{'within1':>9s}{'kappa':>8s}"

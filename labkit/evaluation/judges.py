@@ -83,12 +83,14 @@ class JudgeEvaluator:
         self.client = client
         self.raise_transient = False  # the runner sets True: a 429 is retried, not recorded as unmeasured
 
-    def judge(self, query: str, response: str, context: str = "") -> Outcome:
+    def judge(self, query: str, response: str, context: str = "",
+              params: dict[str, Any] | None = None) -> Outcome:
+        """Score one answer; `params` overrides the judge prompt's call parameters (seed, temperature)."""
         if not response.strip():
             return Unmeasured("empty response: nothing to judge")
         try:
-            reply = self.prompt.run(self.client, model=self.model, query=query, response=response,
-                                    context=context)
+            reply = self.prompt.run(self.client, model=self.model, params=params, query=query,
+                                    response=response, context=context)
         except Exception as exc:  # a failed judge call is unmeasured, not a zero
             if self.raise_transient and models.is_transient(exc):
                 raise  # the evaluation runner waits and retries the row
