@@ -67,6 +67,24 @@ def run_light(rows: list[dict], out: Path, **kwargs) -> runner.EvalReport:
                            **kwargs)
 
 
+def start_runner_process(tmp_path: Path, out: Path, rows: list[dict],
+                         after: int = 10) -> tuple[Path, subprocess.Popen[str]]:
+    """A light evaluation in its own process, returned once `after` rows are saved; it prints its status."""
+    rows_file = tmp_path / "rows.jsonl"
+    rows_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    script = ("from labkit.evaluation import runner\n"
+              f"r = runner.evaluate({str(rows_file)!r}, target=runner.bare_model_target(max_tokens=4), "
+              f"target_name='light', out={str(out)!r}, concurrency=2, progress=False)\n"
+              "print('STATUS', r.status, r.exit_code)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=os.environ.copy(), stdout=subprocess.PIPE,
+                            text=True)
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not results.exists() or len(ids_in(results)) < after):
+        time.sleep(0.05)
+    return rows_file, proc
+
+
 def test_a_full_light_run_writes_the_output_folder(local: Settings, tmp_path: Path) -> None:
     report = run_light(ROWS[:6], tmp_path / "run")
     assert report.status == "complete" and report.exit_code == runner.EXIT_OK
@@ -144,16 +162,8 @@ def test_a_dead_server_aborts_the_run_and_a_resume_completes_it(proxy: FaultProx
 
 def test_killing_the_runner_process_loses_and_duplicates_nothing(local: Settings, tmp_path: Path) -> None:
     out = tmp_path / "kill-runner"
-    rows_file = tmp_path / "rows.jsonl"
-    rows_file.write_text("".join(json.dumps(r) + "\n" for r in ROWS[:50]))
-    script = ("from labkit.evaluation import runner\n"
-              f"runner.evaluate({str(rows_file)!r}, target=runner.bare_model_target(max_tokens=4), "
-              f"target_name='light', out={str(out)!r}, concurrency=2, progress=False)\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], env=os.environ.copy())
+    rows_file, proc = start_runner_process(tmp_path, out, ROWS[:50])
     results = out / "results.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not results.exists() or len(ids_in(results)) < 10):
-        time.sleep(0.05)
     proc.kill()  # SIGKILL: no cleanup runs
     proc.wait(timeout=30)
     assert 10 <= len(ids_in(results)) < 50
@@ -166,18 +176,8 @@ def test_killing_the_runner_process_loses_and_duplicates_nothing(local: Settings
 
 def test_ctrl_c_stops_promptly_saves_finished_rows_and_resumes(local: Settings, tmp_path: Path) -> None:
     out = tmp_path / "ctrl-c"
-    rows_file = tmp_path / "rows.jsonl"
-    rows_file.write_text("".join(json.dumps(r) + "\n" for r in ROWS[:50]))
-    script = ("from labkit.evaluation import runner\n"
-              f"r = runner.evaluate({str(rows_file)!r}, target=runner.bare_model_target(max_tokens=4), "
-              f"target_name='light', out={str(out)!r}, concurrency=2, progress=False)\n"
-              "print('STATUS', r.status, r.exit_code)\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], env=os.environ.copy(), stdout=subprocess.PIPE,
-                            text=True)
+    rows_file, proc = start_runner_process(tmp_path, out, ROWS[:50])
     results = out / "results.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not results.exists() or len(ids_in(results)) < 10):
-        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     sent = time.monotonic()
     stdout, _ = proc.communicate(timeout=60)

@@ -176,34 +176,30 @@ def main() -> None:
     args = parser.parse_args()
     judge_model = get_settings().labkit_judge_model or models.chat_model_name()
     if args.repeats is not None:
+        key = "variance"
+        title = f"judge model: {judge_model} (variance over {args.repeats} repeats per answer)"
         found = [asdict(v) for v in run_variance(limit=args.limit, repeats=args.repeats,
                                                  temperature=args.temperature)]
-        print(f"judge model: {judge_model} (variance over {args.repeats} repeats per answer)")
-        print(f"{'judge':14s}{'rows':>5s}{'compared':>9s}{'unmeas.':>8s}{'all agree':>10s}{'mean range':>11s}"
-              f"{'mean sd':>8s}")
-        for v in found:
-            def g(x: float | None) -> str:
-                return "   -" if x is None else f"{x:.2f}"
-            print(f"{v['judge']:14s}{v['rows']:5d}{v['compared']:9d}{v['unmeasured']:8d}{g(v['all_agree']):>10s}"
-                  f"{g(v['mean_range']):>11s}{g(v['mean_sd']):>8s}")
-        if args.json_out:
-            with open(args.json_out, "w") as fh:
-                json.dump({"judge_model": judge_model, "variance": found}, fh, indent=2)
-        return
-    rows = [asdict(a) for a, _ in run_calibration(limit=args.limit)]
-    print(f"judge model: {judge_model}")
-    print(f"{'judge':14s}{'n':>4s}{'scored':>8s}{'unmeas.':>8s}{'exact':>8s}{'within1':>9s}{'kappa':>8s}"
-          f"{'kappa_q':>9s}{'mean judge':>11s}{'mean human':>11s}")
-    for r in rows:
-        def f(x: float | None) -> str:
-            return "   -" if x is None else f"{x:.2f}"
-        print(f"{r['judge']:14s}{r['n']:4d}{r['measured']:8d}{r['unmeasured']:8d}{f(r['exact']):>8s}"
-              f"{f(r['within_one']):>9s}{f(r['kappa']):>8s}{f(r['kappa_quadratic']):>9s}"
-              f"{f(r['mean_judge']):>11s}{f(r['mean_human']):>11s}")
+        columns = [("rows", "rows", 5), ("compared", "compared", 9), ("unmeas.", "unmeasured", 8),
+                   ("all agree", "all_agree", 10), ("mean range", "mean_range", 11),
+                   ("mean sd", "mean_sd", 8)]
+    else:
+        key, title = "agreement", f"judge model: {judge_model}"
+        found = [asdict(a) for a, _ in run_calibration(limit=args.limit)]
+        columns = [("n", "n", 4), ("scored", "measured", 8), ("unmeas.", "unmeasured", 8),
+                   ("exact", "exact", 8), ("within1", "within_one", 9), ("kappa", "kappa", 8),
+                   ("kappa_q", "kappa_quadratic", 9),
+                   ("mean judge", "mean_judge", 11), ("mean human", "mean_human", 11)]
+    print(title)
+    print(f"{'judge':14s}" + "".join(f"{head:>{width}s}" for head, _, width in columns))
+    for row in found:
+        cells = [f"{row[field]:d}" if isinstance(row[field], int) else
+                 ("-" if row[field] is None else f"{row[field]:.2f}") for _, field, _ in columns]
+        widths = [width for _, _, width in columns]
+        print(f"{row['judge']:14s}" + "".join(f"{c:>{w}s}" for c, w in zip(cells, widths, strict=True)))
     if args.json_out:
         with open(args.json_out, "w") as fh:
-            json.dump({"judge_model": judge_model, "agreement": rows}, fh, indent=2)
-
+            json.dump({"judge_model": judge_model, key: found}, fh, indent=2)
 
 if __name__ == "__main__":
     main()
