@@ -100,3 +100,39 @@ def test_a_client_leaving_mid_stream_does_not_disturb_the_next_request(local: Se
         stream.close()  # the server sees the client gone while the model is generating
     reply = models.chat("Name one thing to pack for a hike.", max_tokens=8, seed=7)
     assert reply.text.strip()
+
+
+def test_streaming_on_the_compute_thread_stops_the_producer_and_passes_errors() -> None:
+    import asyncio
+
+    from labkit.services.model_server import iterate_on_compute_thread
+
+    closed: list[bool] = []
+
+    def tokens():
+        try:
+            yield from range(1000)
+        finally:
+            closed.append(True)
+
+    def failing():
+        yield 1
+        raise RuntimeError("model failed")
+
+    async def main() -> tuple[list[int], str]:
+        got = []
+        stream = iterate_on_compute_thread(tokens())
+        async for item in stream:
+            got.append(item)
+            if len(got) == 3:
+                break
+        await stream.aclose()  # the consumer leaves: the producer stops and is awaited
+        try:
+            async for _ in iterate_on_compute_thread(failing()):
+                pass
+        except RuntimeError as exc:
+            return got, str(exc)
+        return got, ""
+
+    got, error = asyncio.run(main())
+    assert got == [0, 1, 2] and closed == [True] and error == "model failed"
