@@ -136,3 +136,45 @@ def test_streaming_on_the_compute_thread_stops_the_producer_and_passes_errors() 
 
     got, error = asyncio.run(main())
     assert got == [0, 1, 2] and closed == [True] and error == "model failed"
+
+
+def test_the_model_lock_is_held_until_a_dropped_stream_has_left_the_model() -> None:
+    """A client leaves mid-stream: the stock publisher raises out of its loop with the stream paused
+    at `yield`. The lock must not be let go while the compute thread is still decoding."""
+    import asyncio
+    import contextlib
+    import time as _time
+
+    from labkit.services.model_server import hold_model_until_idle, iterate_on_compute_thread
+
+    events: list[str] = []
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+
+        async def stock_get_llama_proxy():  # the shape of llama-cpp-python's lock holder
+            await lock.acquire()
+            try:
+                yield "proxy"
+            finally:
+                lock.release()
+                events.append("lock released")
+
+        def decode():
+            try:
+                for i in range(50):
+                    _time.sleep(0.02)
+                    yield i
+            finally:
+                events.append("model done")
+
+        async def publisher() -> None:
+            async with contextlib.asynccontextmanager(hold_model_until_idle(stock_get_llama_proxy))():
+                async for _chunk in iterate_on_compute_thread(decode()):
+                    raise asyncio.CancelledError()  # as the stock publisher does on a disconnect
+
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher()
+
+    asyncio.run(main())
+    assert events == ["model done", "lock released"]

@@ -258,6 +258,16 @@ def _spent(record: Mapping[str, Any]) -> float:
     return float(record.get("cost_usd") or 0) + float(record.get("retry_cost_estimate_usd") or 0)
 
 
+def _charge_failed_attempts(record: dict[str, Any], estimate: float) -> float:
+    """Charge one row's estimate for each failed attempt that may have been billed (a 429 or a
+    timeout after earlier calls of the row); returns the amount, also kept on the record."""
+    billed = int(record.get("billable_attempts") or 0)
+    if billed <= 0 or estimate <= 0:
+        return 0.0
+    record["retry_cost_estimate_usd"] = round(billed * estimate, 6)
+    return billed * estimate
+
+
 def _scrub(text: str, settings: Settings) -> str:
     """Remove any configured secret value from an error message before it is written anywhere."""
     for name in ("azure_openai_api_key", "openai_api_key", "azure_search_api_key", "azure_cosmos_key"):
@@ -413,6 +423,7 @@ class _VariantRunner:
         deadline = start + opts.row_timeout_s
         attempts = 0
         record = self._base_record(row)
+        record["billable_attempts"] = 0  # failed attempts (429, timeout) whose earlier calls may be billed
         while True:
             attempts += 1
             remaining = max(1.0, float(int(deadline - time.monotonic())))  # whole seconds: clients are reused
@@ -428,6 +439,8 @@ class _VariantRunner:
                         "unreachable" if models.is_transient(exc) else "error"))
                 if kind == "rate_limited":
                     self.limiter.on_rate_limit()
+                if kind in ("rate_limited", "timeout"):
+                    record["billable_attempts"] += 1
                 if kind == "error":  # bad row or a bug: retrying will not help
                     return self._error(record, exc, attempts, start, kind)
                 wait = models.retry_after(exc)
@@ -532,14 +545,7 @@ class _VariantRunner:
                         record = fut.result()
                     except Exception as exc:  # noqa: BLE001 - a bug in a target or evaluator: one row's error
                         record = self._error(self._base_record(row), exc, 1, started, "error")
-                    # attempts that failed after calls may have been billed: count each as one row's estimate
-                    billed = int(record.get("attempts") or 1) - (1 if record["status"] == "ok" else 0)
-                    if record["status"] != "ok" and \
-                            record.get("error_kind") not in ("rate_limited", "timeout"):
-                        billed = 0  # unreachable, interrupted or a bad row: nothing was generated
-                    if billed > 0 and estimate > 0:
-                        record["retry_cost_estimate_usd"] = round(billed * estimate, 6)
-                        spent += billed * estimate
+                    spent += _charge_failed_attempts(record, estimate)
                     self._finish(record, records)
                     if record["status"] == "ok":
                         self.limiter.on_success()
@@ -557,7 +563,7 @@ class _VariantRunner:
                         self.stop_event.set()
                 # watchdog: a row past its limit (plus grace) is recorded as timed out and abandoned
                 now = time.monotonic()
-                for fut, (row, started, _) in list(in_flight.items()):
+                for fut, (row, started, estimate) in list(in_flight.items()):
                     if not fut.done() and now - started > opts.row_timeout_s + 10:
                         in_flight.pop(fut)
                         if not fut.cancel():
@@ -565,17 +571,21 @@ class _VariantRunner:
                         record = self._error(self._base_record(row),
                                              TimeoutError(f"row exceeded {opts.row_timeout_s:g} s"), 1,
                                              started, "timeout")
+                        record["billable_attempts"] = 1  # it was still running, and maybe being billed
+                        spent += _charge_failed_attempts(record, estimate)
                         self._finish(record, records)
                         bar.update(1)
         except KeyboardInterrupt:
             self.status = "interrupted"
             self.stop_event.set()
             grace = time.monotonic() + INTERRUPT_GRACE_S
-            for fut in list(in_flight):  # rows about to finish are saved; the rest stay pending
+            for fut, (_, _, estimate) in list(in_flight.items()):  # rows about to finish are saved
                 try:
-                    self._finish(fut.result(timeout=max(0.0, grace - time.monotonic())), records)
+                    record = fut.result(timeout=max(0.0, grace - time.monotonic()))
                 except (Exception, KeyboardInterrupt):  # noqa: BLE001 - that row simply stays pending
-                    pass
+                    continue
+                _charge_failed_attempts(record, estimate)
+                self._finish(record, records)
             abandoned += len(in_flight)
         finally:
             bar.close()

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import contextvars
 import functools
 import json
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -58,6 +60,45 @@ async def run_on_compute_thread(func: Callable[..., T], *args: Any, **kwargs: An
         return await asyncio.shield(future)
 
 
+# The stop events of the streams started under the current request's hold on the model lock.
+_STREAMS: contextvars.ContextVar[list[threading.Event] | None] = contextvars.ContextVar(
+    "labkit_model_streams", default=None)
+
+
+def _idle() -> None:
+    """A no-op run on the compute thread: once it has run, every earlier model call has ended."""
+
+
+def hold_model_until_idle(
+        get_llama_proxy: Callable[[], AsyncGenerator[Any, None]]) -> Callable[[], AsyncGenerator[Any, None]]:
+    """Wrap the stock app's lock-holding `get_llama_proxy` so that, before the model lock is let go,
+    the request's streams are told to stop and the compute thread has finished with the model.
+
+    Without it a stream whose client left is closed only later by the garbage collector, after the
+    next request holds the lock - and may already be switching models under the running decode."""
+    import anyio
+
+    async def guarded() -> AsyncGenerator[Any, None]:
+        streams: list[threading.Event] = []
+        token = _STREAMS.set(streams)
+        inner = get_llama_proxy()
+        try:
+            proxy = await inner.__anext__()
+            try:
+                yield proxy
+            finally:
+                for stop in streams:
+                    stop.set()
+                with anyio.CancelScope(shield=True):
+                    await asyncio.shield(asyncio.get_running_loop().run_in_executor(_COMPUTE, _idle))
+        finally:
+            with contextlib.suppress(ValueError):
+                _STREAMS.reset(token)
+            await inner.aclose()  # releases the stock server's lock
+
+    return guarded
+
+
 async def iterate_on_compute_thread(iterable: Iterable[T]) -> AsyncIterator[T]:
     """Run a (streaming) iterator on the single compute thread, which produces ahead into a queue
     while the event loop sends, so decoding the next token overlaps sending this one. When the
@@ -68,6 +109,9 @@ async def iterate_on_compute_thread(iterable: Iterable[T]) -> AsyncIterator[T]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     stop = threading.Event()
+    streams = _STREAMS.get()
+    if streams is not None:
+        streams.append(stop)  # the request's model-lock holder stops us before it lets go
 
     def produce() -> None:
         iterator = iter(iterable)
@@ -157,6 +201,7 @@ def build_app(config: dict[str, Any]) -> ASGIApp:
 
     # The stock app looks these names up in its module at call time.
     llama_app.run_in_threadpool = run_on_compute_thread  # type: ignore[assignment]
+    llama_app.get_llama_proxy = hold_model_until_idle(llama_app.get_llama_proxy)  # type: ignore[assignment]
     llama_app.iterate_in_threadpool = iterate_on_compute_thread  # type: ignore[assignment]
     create_app = llama_app.create_app
     server = ServerSettings(host=config["host"], port=config["port"], interrupt_requests=False)
