@@ -174,6 +174,10 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=None,
                         help="with --repeats: override the judge's temperature")
     args = parser.parse_args()
+    if args.repeats is not None and args.repeats < 2:
+        parser.error("--repeats must be at least 2")
+    if args.temperature is not None and args.repeats is None:
+        parser.error("--temperature only applies with --repeats")
     judge_model = get_settings().labkit_judge_model or models.chat_model_name()
     if args.repeats is not None:
         key = "variance"
