@@ -8,7 +8,7 @@ llama-cpp-python answers a request for an unknown model with its default model. 
 rejects such a request with an OpenAI-style 404 `model_not_found` instead, so a typo in a model
 name never silently measures another model.
 
-Two more fixes to the stock server, both measured by benchmarks/eval_throughput.py:
+Further fixes to the stock server (measured by benchmarks/eval_throughput.py and model_service.py):
 
 - every model call runs on one dedicated compute thread. The stock server hands each call to
   whichever worker of the shared thread pool is free; llama.cpp's OpenMP build keeps a team of
@@ -35,6 +35,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import anyio
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
@@ -48,16 +50,17 @@ _COMPUTE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-compute")
 _END = object()
 
 
-async def run_on_compute_thread(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run `func(*args, **kwargs)` on the single compute thread (replaces starlette's pool)."""
-    import anyio
-
-    loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(_COMPUTE, functools.partial(func, *args, **kwargs))
-    # Like starlette's pool: a cancelled request (a client gone mid-stream) still waits for its call to
-    # end, so the server's model lock is never released while the model is in use.
+async def _uncancelled(future: asyncio.Future[T]) -> T:
+    """Wait for `future` even if the request is cancelled meanwhile (a client gone): like starlette's
+    pool, so the server's model lock is never released while the model is in use."""
     with anyio.CancelScope(shield=True):
         return await asyncio.shield(future)
+
+
+async def run_on_compute_thread(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run `func(*args, **kwargs)` on the single compute thread (replaces starlette's pool)."""
+    loop = asyncio.get_running_loop()
+    return await _uncancelled(loop.run_in_executor(_COMPUTE, functools.partial(func, *args, **kwargs)))
 
 
 # The stop events of the streams started under the current request's hold on the model lock.
@@ -76,7 +79,6 @@ def hold_model_until_idle(
 
     Without it a stream whose client left is closed only later by the garbage collector, after the
     next request holds the lock - and may already be switching models under the running decode."""
-    import anyio
 
     async def guarded() -> AsyncGenerator[Any, None]:
         streams: list[threading.Event] = []
@@ -89,8 +91,7 @@ def hold_model_until_idle(
             finally:
                 for stop in streams:
                     stop.set()
-                with anyio.CancelScope(shield=True):
-                    await asyncio.shield(asyncio.get_running_loop().run_in_executor(_COMPUTE, _idle))
+                await run_on_compute_thread(_idle)
         finally:
             with contextlib.suppress(ValueError):
                 _STREAMS.reset(token)
@@ -104,8 +105,6 @@ async def iterate_on_compute_thread(iterable: Iterable[T]) -> AsyncIterator[T]:
     while the event loop sends, so decoding the next token overlaps sending this one. When the
     consumer stops early (a client gone), the producer is told to stop and awaited, so the model
     lock is released only after the model call has ended."""
-    import anyio
-
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     stop = threading.Event()
@@ -140,8 +139,7 @@ async def iterate_on_compute_thread(iterable: Iterable[T]) -> AsyncIterator[T]:
                 raise item
     finally:
         stop.set()
-        with anyio.CancelScope(shield=True):
-            await asyncio.shield(producer)
+        await _uncancelled(producer)
 
 
 class ModelGuard:
