@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,24 @@ def notebooks(only: list[str] | None = None, folder: Path = NOTEBOOKS_DIR) -> li
     return found
 
 
+def _ipc_kernel_manager(folder: str) -> type:
+    """A kernel manager whose kernel talks over IPC files instead of five TCP ports.
+
+    jupyter_client picks free ports, releases them and lets the kernel bind them; the notebooks'
+    own local HTTP connections draw from the same ephemeral range, so now and then a port is taken
+    in between: the kernel's heartbeat dies ("Address already in use") and the run hung after its
+    last cell. Files in a private temporary folder cannot collide."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            self.ip = str(Path(folder) / "kernel")
+
+    return IPCKernelManager
+
+
 def run_notebook(path: Path, out_dir: Path = BUILD_DIR, cell_timeout: int = CELL_TIMEOUT_S,
                  parameters: dict[str, Any] | None = None) -> NotebookRun:
     """Execute one notebook with papermill (kernel python3, cwd = its folder)."""
@@ -50,11 +69,12 @@ def run_notebook(path: Path, out_dir: Path = BUILD_DIR, cell_timeout: int = CELL
     output = out_dir / path.name
     start = time.perf_counter()
     try:
-        pm.execute_notebook(
-            str(path), str(output), parameters=parameters or {}, kernel_name="python3",
-            cwd=str(path.parent), execution_timeout=cell_timeout, progress_bar=False,
-            request_save_on_cell_execute=True,
-        )
+        with tempfile.TemporaryDirectory(prefix="labkit-kernel-") as ipc_folder:
+            pm.execute_notebook(
+                str(path), str(output), parameters=parameters or {}, kernel_name="python3",
+                cwd=str(path.parent), execution_timeout=cell_timeout, progress_bar=False,
+                request_save_on_cell_execute=True, kernel_manager_class=_ipc_kernel_manager(ipc_folder),
+            )
     except PapermillExecutionError as exc:
         return NotebookRun(path.name, "failed", time.perf_counter() - start, output,
                            f"cell {exc.cell_index}: {exc.ename}: {exc.evalue}")
