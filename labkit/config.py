@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     labkit_model_threads: int = 2
     labkit_model_ctx: int = 4096
     labkit_local_embed_model: str = "all-MiniLM-L6-v2"
-    labkit_start_timeout_s: float = 60.0
+    # a service that dies during start is reported at once; this limit is for one that is alive but
+    # not yet answering, which on a loaded 2-core machine (importing torch) can take tens of seconds
+    labkit_start_timeout_s: float = 180.0
 
     # the chat flow and tracing
     labkit_trace_content: bool = False  # record prompts/answers in spans only when asked

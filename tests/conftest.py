@@ -1,4 +1,10 @@
-"""Shared fixtures: an isolated LABKIT_HOME with free ports, and the repo's running services."""
+"""Shared fixtures: an isolated LABKIT_HOME with free ports, and the repo's running services.
+
+Test tiers are marked per test, not per module: a test that uses a fixture which starts real
+servers (directly or through another fixture) is marked `services`; notebook items are marked
+`notebooks`. `pytest -m "not services and not notebooks"` is then the fast tier, and a test in it
+that tries to start a local service fails with a message saying so.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,31 @@ from pathlib import Path
 import pytest
 
 from labkit.config import Settings
+
+# fixtures that start real local servers; a test using any of them (even indirectly) is `services`
+SERVICE_FIXTURES = {"isolated_home", "local", "proxy", "search_service", "search_service_module"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.suffix == ".ipynb" or item.get_closest_marker("notebooks"):
+            item.add_marker(pytest.mark.notebooks)
+        elif SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_service(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test outside the services/notebooks tiers must not start a server (it would slow the fast tier)."""
+    if request.node.get_closest_marker("services") or request.node.get_closest_marker("notebooks"):
+        return
+    from labkit.services import manager
+
+    def refuse(spec, *args, **kwargs):
+        pytest.fail(f"this test starts the local {spec.name} service: use a fixture from "
+                    "tests/conftest.py SERVICE_FIXTURES so that it is marked `services`")
+
+    monkeypatch.setattr(manager, "_start", refuse)
 
 
 def free_port() -> int:

@@ -2,9 +2,12 @@
 
 Modes (changeable while running): `forward` (pass requests to the upstream OpenAI-compatible
 server, rewriting the model name both ways so a priced name can be tested against the local
-model), `rate_limit` (answer 429 with `Retry-After` for the next `n` requests, then forward),
-`stall` (accept the request and never answer until closed). No SDK internals are patched: the
-real `openai` client talks HTTP to this server.
+model, and a `json_schema` response format into llama.cpp's `json_object` with that schema), `rate_limit` (answer 429 with `Retry-After` for the next `n` requests, then forward),
+`stall` (accept the request and never answer until closed), `hold` (forward the next `pass_left`
+requests, then hold every later one until `release()`, so a test knows rows are in flight whatever
+the machine's speed; `wait_held(n)` returns once `n` requests are held), `reply` (answer every chat
+request with `reply_text`, without the model). No SDK internals are patched: the real `openai`
+client talks HTTP to this server. Every request body is kept in `bodies`.
 """
 
 from __future__ import annotations
@@ -26,8 +29,14 @@ class FaultProxy:
         self.rate_limit_left = 0
         self.retry_after = "2"
         self.requests: list[tuple[float, str, int]] = []  # (time, path, status)
+        self.bodies: list[dict[str, Any]] = []
+        self.pass_left = 0
+        self.reply_text = ""
+        self.held = 0
         self.closing = threading.Event()
+        self.released = threading.Event()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -42,12 +51,35 @@ class FaultProxy:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
+                payload = json.loads(body or b"{}")
                 with proxy._lock:
+                    proxy.bodies.append(payload)
                     mode = proxy.mode
                     if mode == "rate_limit" and proxy.rate_limit_left <= 0:
                         mode = "forward"
                     if mode == "rate_limit":
                         proxy.rate_limit_left -= 1
+                    if mode == "hold" and proxy.pass_left > 0:
+                        proxy.pass_left -= 1
+                        mode = "forward"
+                    if mode == "hold":
+                        proxy.held += 1
+                        proxy._changed.notify_all()
+                if mode == "hold":
+                    # released (then forwarded) or the proxy closes; the bound only ends a forgotten test
+                    while not proxy.released.wait(0.5):
+                        if proxy.closing.is_set():
+                            self.close_connection = True
+                            return
+                    mode = "forward"
+                if mode == "reply":
+                    proxy._record(self.path, 200)
+                    self._send(200, {"id": "chatcmpl-test", "object": "chat.completion", "created": 0,
+                                     "model": payload.get("model") or "test",
+                                     "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                         "role": "assistant", "content": proxy.reply_text}}],
+                                     "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+                    return
                 if mode == "stall":
                     proxy._record(self.path, 0)
                     proxy.closing.wait(120)
@@ -58,9 +90,12 @@ class FaultProxy:
                     self._send(429, {"error": {"message": "rate limited (test)", "type": "rate_limit",
                                                "code": "429"}}, {"Retry-After": proxy.retry_after})
                     return
-                payload = json.loads(body or b"{}")
                 asked = payload.get("model")
                 payload["model"] = proxy.upstream_model
+                wanted = payload.get("response_format") or {}
+                if wanted.get("type") == "json_schema":  # a cloud feature; llama.cpp takes the schema so
+                    payload["response_format"] = {"type": "json_object",
+                                                  "schema": wanted.get("json_schema", {}).get("schema", {})}
                 upstream = httpx.post(f"{proxy.upstream}{self.path}", json=payload, timeout=120)
                 proxy._record(self.path, upstream.status_code)
                 try:
@@ -93,6 +128,24 @@ class FaultProxy:
     def _record(self, path: str, status: int) -> None:
         with self._lock:
             self.requests.append((time.monotonic(), path, status))
+
+    def hold_after(self, n: int) -> None:
+        """Forward the next `n` requests, then hold the rest until `release()`."""
+        with self._lock:
+            self.released.clear()
+            self.pass_left, self.held, self.mode = n, 0, "hold"
+
+    def wait_held(self, n: int, timeout: float = 600) -> None:
+        """Block until `n` requests are being held (the timeout only ends a test that would hang)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.held >= n, timeout=timeout):
+                raise TimeoutError(f"only {self.held} of {n} requests reached the proxy")
+
+    def release(self) -> None:
+        """Forward the held requests, and every later one."""
+        with self._lock:
+            self.mode = "forward"
+        self.released.set()
 
     def __enter__(self) -> FaultProxy:
         self.thread.start()

@@ -66,7 +66,7 @@ def test_setup_stops_with_one_line(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("LABKIT_BACKEND", "azure")
     clean_env.setenv("LABKIT_ENV_FILE", "none")
     proc = subprocess.run([sys.executable, "-m", "labkit.cli", "setup", "--no-services"],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "AZURE_OPENAI_ENDPOINT" in lines[0], proc.stderr

@@ -56,14 +56,51 @@ def test_empty_response_is_unmeasured_without_a_model_call() -> None:
         JudgeEvaluator("politeness")
 
 
+@pytest.mark.parametrize("reply,expected", [
+    ('{"score": 2, "reason": "invented a price"}', Score(2.0, reason="invented a price")),
+    ("great answer!", Unmeasured("judge output could not be parsed into a 1-5 score", raw="great answer!")),
+    ('{"score": 9, "reason": "x"}', Unmeasured("judge score 9 is not an integer from 1 to 5",
+                                              raw='{"score": 9, "reason": "x"}')),
+])
+def test_a_judge_reads_the_model_reply_through_the_real_sdk(reply: str, expected: Score | Unmeasured) -> None:
+    """A real HTTP server on 127.0.0.1 answers with a fixed reply: the judge's prompt goes out through
+    the real openai client, and the reply comes back as a score with its reason or as unmeasured."""
+    import openai
+
+    from tests.faults import FaultProxy
+
+    with FaultProxy("http://127.0.0.1:9", "unused") as server:
+        server.mode, server.reply_text = "reply", reply
+        client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0, timeout=30)
+        judge = JudgeEvaluator("groundedness", model="judge-under-test", client=client)
+        outcome = judge.evaluate({"query": "How much does the Spark stove weigh?"},
+                                 result("The Spark Canister Stove weighs 86 g [P-016].", ["P-016"]))
+    (sent,) = server.bodies
+    assert sent["model"] == "judge-under-test" and sent["temperature"] == 0
+    prompt = "\n".join(m["content"] for m in sent["messages"])
+    assert "How much does the Spark stove weigh?" in prompt and "weighs 86 g" in prompt
+    assert "[P-016] P-016\ntext P-016" in prompt  # the groundedness judge sees the documents
+    assert type(outcome) is type(expected) and outcome.details["judge_model"] == "judge-under-test"
+    if isinstance(expected, Score):
+        assert (outcome.value, outcome.reason) == (expected.value, expected.reason)
+    else:
+        assert (outcome.why, outcome.raw) == (expected.why, expected.raw)
+
+
 @pytest.mark.services
-def test_local_judge_returns_a_score_or_unmeasured_never_raises(isolated_home) -> None:
+def test_the_local_judge_is_deterministic_and_never_raises(isolated_home) -> None:
+    """The embedded judge (temperature 0) gives the same outcome twice: a 1-5 score with the model
+    named, or unmeasured with its raw reply kept. Which of the two depends on the tiny model."""
     judge = JudgeEvaluator("groundedness")
-    outcome = judge.evaluate({"query": "How much does the Spark stove weigh?"},
-                             result("The Spark Canister Stove weighs 86 g [P-016].", ["P-016"]))
-    assert isinstance(outcome, Score | Unmeasured)
-    if isinstance(outcome, Score):
-        assert 1 <= outcome.value <= 5 and outcome.details["judge_model"]
+    row = {"query": "How much does the Spark stove weigh?"}
+    answer = result("The Spark Canister Stove weighs 86 g [P-016].", ["P-016"])
+    first, second = judge.evaluate(row, answer), judge.evaluate(row, answer)
+    assert type(first) is type(second)
+    assert first.details["judge_model"] == isolated_home.labkit_local_chat_model
+    if isinstance(first, Score):
+        assert first.value in {1, 2, 3, 4, 5} and (first.value, first.reason) == (second.value, second.reason)
+    else:
+        assert first.raw is not None and first.raw == second.raw and first.why
 
 
 # ---- retrieval ------------------------------------------------------------------------------------

@@ -11,8 +11,6 @@ from labkit import models
 from labkit.config import Settings
 from tests.conftest import module_home
 
-pytestmark = pytest.mark.services
-
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:

@@ -33,6 +33,7 @@ def ci_mode_and_cleanup() -> Iterator[None]:
             stop(started)
 
 
+@pytest.mark.timeout(2 * CELL_TIMEOUT_S)  # a whole notebook: longer than pytest-timeout's default
 @pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
 def test_notebook_executes(path) -> None:
     run = run_notebook(path, out_dir=OUT_DIR, cell_timeout=CELL_TIMEOUT_S)

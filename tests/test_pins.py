@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import re
+import shlex
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import pytest
+import yaml
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
@@ -42,24 +48,49 @@ def test_pyproject_reads_requirements_and_pins_nothing_itself() -> None:
     assert project["tool"]["setuptools"]["dynamic"]["dependencies"]["file"] == ["requirements/base.txt"]
 
 
+def _commands(shell: str) -> list[list[str]]:
+    """The simple commands of a one-line shell string (split on && and ;)."""
+    return [shlex.split(part) for part in re.split(r"&&|;", shell) if part.strip()]
+
+
 def test_every_installer_goes_through_the_install_script() -> None:
-    makefile = (REPO_ROOT / "Makefile").read_text()
-    assert "scripts/install.sh" in makefile
+    """make, the devcontainer, conda users and CI all end up running scripts/install.sh."""
+    install = ["bash", "scripts/install.sh"]
+    dry = subprocess.run(["make", "-n", "setup"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert install in [shlex.split(line.lstrip("@")) for line in dry.stdout.splitlines()]
     devcontainer = json.loads((REPO_ROOT / ".devcontainer" / "devcontainer.json").read_text())
-    assert "scripts/install.sh" in devcontainer["postCreateCommand"]
-    assert "download.pytorch.org/whl/cpu" in devcontainer["containerEnv"]["PIP_EXTRA_INDEX_URL"]
-    assert "download.pytorch.org" not in makefile  # this machine cannot reach that index
-    env_yml = (REPO_ROOT / "environment.yml").read_text()
-    assert "scripts/install.sh --here" in env_yml
-    assert not re.search(r"^\s*-\s*[A-Za-z0-9_.\-]+\s*(==|~=|>=)", env_yml, re.M), \
-        "environment.yml must not pin pip packages itself"
-    python = re.search(r"python=(\d+\.\d+)", env_yml)
-    assert python and tuple(map(int, python.group(1).split("."))) >= (3, 11)
-    install = (REPO_ROOT / "scripts" / "install.sh").read_text()
-    for name in ("requirements/base.txt", "requirements/llama.txt", "requirements/nodeps.txt", "--no-deps",
-                 "GGML_NATIVE=OFF", "--only-binary llama-cpp-python"):
-        assert name in install
-    assert (REPO_ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+    assert _commands(devcontainer["postCreateCommand"])[-1] == install
+    # the devcontainer (not this machine, nor the Makefile) gets PyTorch's CPU index
+    assert devcontainer["containerEnv"]["PIP_EXTRA_INDEX_URL"].rstrip("/").endswith("/whl/cpu")
+    assert "download.pytorch.org" not in (REPO_ROOT / "Makefile").read_text()
+    env_yml = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    assert all(isinstance(dep, str) for dep in env_yml["dependencies"]), "environment.yml must not list pip packages"
+    python = next(dep for dep in env_yml["dependencies"] if dep.startswith("python="))
+    assert tuple(map(int, python.split("=")[1].split("."))) >= (3, 11)
+    assert "bash scripts/install.sh --here" in (REPO_ROOT / "environment.yml").read_text()  # its usage line
+    ci = (REPO_ROOT / ".ci" / "run").read_text().splitlines()
+    assert [line for line in ci if line.strip() and not line.startswith(("#", "set ", "cd "))] == ["exec make test"]
+
+
+def test_the_install_script_builds_llama_non_native_and_installs_only_that_wheel(tmp_path: Path) -> None:
+    """What install.sh would run on a machine without the cached wheel (its dry run prints the commands)."""
+    env = dict(os.environ, LABKIT_INSTALL_DRY_RUN="1", LABKIT_WHEEL_CACHE=str(tmp_path / "wheels"),
+               PYTHON=sys.executable)
+    out = subprocess.run(["bash", "scripts/install.sh", "--here"], cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, check=True).stdout
+    runs = [shlex.split(line)[1:] for line in out.splitlines() if line.startswith("RUN ")]
+    assert len(runs) == 4, out
+    build, base, nodeps, editable = runs
+    assert build[:2] == ["env", "CMAKE_ARGS=-DGGML_NATIVE=OFF"] and build[3:6] == ["-m", "pip", "wheel"]
+    assert {"--no-deps", "--no-binary"} <= set(build)
+    assert build[-1] == "llama-cpp-python==" + re.search(r"==([0-9.]+)", _requirement_lines("llama.txt")[0])[1]
+    wheel_dir = build[build.index("-w") + 1]
+    assert not wheel_dir.startswith(str(REPO_ROOT))  # built outside the repo
+    assert base[base.index("--only-binary") + 1] == "llama-cpp-python"
+    assert base[base.index("--find-links") + 1].startswith(str(tmp_path / "wheels"))
+    assert [base[i + 1] for i, a in enumerate(base) if a == "-r"] == ["requirements/base.txt", "requirements/llama.txt"]
+    assert "--no-deps" in nodeps and nodeps[-1] == "requirements/nodeps.txt"
+    assert editable[-3:] == ["--no-deps", "-e", "."]
 
 
 def test_installed_environment_matches_the_pins() -> None:

@@ -8,8 +8,6 @@ from labkit import search
 from labkit.config import Settings
 from labkit.schema import load_products
 
-pytestmark = pytest.mark.services
-
 
 def test_word_windows_overlap() -> None:
     text = " ".join(f"w{i}" for i in range(500))

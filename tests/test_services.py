@@ -16,8 +16,6 @@ from labkit.config import Settings
 from labkit.services import ServiceError, ensure_running, register_model, status, stop
 from labkit.services.manager import _pid_alive, default_model_path
 
-pytestmark = pytest.mark.services
-
 
 def _processes_mentioning(text: str) -> list[int]:
     pids = []
@@ -80,7 +78,7 @@ def test_stale_state_file_is_replaced(isolated_home: Settings) -> None:
 
 def test_unknown_model_is_rejected_and_registered_model_served(isolated_home: Settings, tmp_path) -> None:
     state = ensure_running(["model"], settings=isolated_home)["model"]
-    client = openai.OpenAI(base_url=state.base_url + "/v1", api_key="x", max_retries=0, timeout=60)
+    client = openai.OpenAI(base_url=state.base_url + "/v1", api_key="x", max_retries=0, timeout=300)  # loaded machine
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         client.chat.completions.create(model="no-such-model", max_tokens=4,
                                        messages=[{"role": "user", "content": "hi"}])
@@ -90,7 +88,7 @@ def test_unknown_model_is_rejected_and_registered_model_served(isolated_home: Se
     register_model("smollm2-copy", copy, settings=isolated_home)
     state2 = ensure_running(["model"], settings=isolated_home)["model"]
     assert state2.pid != state.pid and not _pid_alive(state.pid)
-    client = openai.OpenAI(base_url=state2.base_url + "/v1", api_key="x", max_retries=0, timeout=60)
+    client = openai.OpenAI(base_url=state2.base_url + "/v1", api_key="x", max_retries=0, timeout=300)  # loaded machine
     assert {m.id for m in client.models.list()} >= {"smollm2-copy", isolated_home.labkit_local_chat_model}
     reply = client.chat.completions.create(model="smollm2-copy", max_tokens=4, temperature=0,
                                            messages=[{"role": "user", "content": "Say hi"}])
@@ -125,5 +123,5 @@ def test_model_guard_rejects_odd_model_values_with_4xx(isolated_home: Settings) 
 
     state = ensure_running(["model"], settings=isolated_home)["model"]
     for body in ({"model": ["x"], "messages": []}, {"model": {"a": 1}, "messages": []}):
-        response = httpx.post(state.base_url + "/v1/chat/completions", json=body, timeout=30)
+        response = httpx.post(state.base_url + "/v1/chat/completions", json=body, timeout=300)
         assert 400 <= response.status_code < 500 and response.json()["error"]["message"]

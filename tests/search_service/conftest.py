@@ -44,7 +44,7 @@ class SearchServiceProcess:
         self.admin_key = ""
         self.query_key = ""
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 120.0) -> None:
         """Start the service and wait for /health; moves to another free port if this one was taken."""
         for _attempt in range(3):
             if self._launch(timeout):

@@ -127,7 +127,7 @@ def http(service: SearchServiceProcess, key: str | None = "admin") -> httpx.Clie
     headers = {}
     if key is not None:
         headers["api-key"] = {"admin": service.admin_key, "query": service.query_key}.get(key, key)
-    return httpx.Client(base_url=service.endpoint, headers=headers, timeout=10)
+    return httpx.Client(base_url=service.endpoint, headers=headers, timeout=60)
 
 
 def ids(results: Any) -> list[str]:

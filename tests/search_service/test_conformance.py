@@ -27,11 +27,6 @@ from azure.search.documents.indexes.models import SearchFieldDataType, SimpleFie
 from .conftest import SearchServiceProcess
 from .sdk_data import API, DOCS, http, ids, index_definition, vq
 
-pytestmark = pytest.mark.services
-
-
-
-
 # ------------------------------------------------------------------------ auth and health
 
 

@@ -13,11 +13,6 @@ from azure.search.documents.models import VectorizableTextQuery
 from .conftest import SearchServiceProcess
 from .sdk_data import API, DOCS, http, ids, index_definition, vq
 
-pytestmark = pytest.mark.services
-
-
-
-
 # ------------------------------------------------------------------------ text search
 
 
