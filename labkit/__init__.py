@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "setup": ("labkit.doctor", "setup"),
     "get_settings": ("labkit.config", "get_settings"),
+    "repo_path": ("labkit.config", "repo_path"),
     "ConfigError": ("labkit.config", "ConfigError"),
     "evaluate": ("labkit.evaluation.runner", "evaluate"),
 }
@@ -24,6 +25,7 @@ def __getattr__(name: str) -> Any:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     if name in {"config", "models", "services", "doctor", "cli", "workshop", "prompts", "costs", "bulk",
-                "playground", "schema", "store", "search", "flow", "tracing", "chatui", "evaluation"}:
+                "playground", "schema", "store", "search", "flow", "tracing", "chatui", "evaluation",
+                "diagrams", "progress"}:
         return importlib.import_module(f"labkit.{name}")
     raise AttributeError(f"module 'labkit' has no attribute {name!r}")

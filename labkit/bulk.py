@@ -9,7 +9,6 @@ recorded in its `error` column; the other rows still run.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from labkit import costs
-from labkit.config import get_settings
 from labkit.jsonl import numbered_objects
+from labkit.progress import bar as progress_bar
+from labkit.progress import progress_enabled  # noqa: F401 - re-exported: tests and notebooks use bulk.progress_enabled
 from labkit.prompts import Prompt, load_prompt
 
 if TYPE_CHECKING:
@@ -32,15 +32,6 @@ InputMap = Mapping[str, "str | Callable[[dict[str, Any]], Any]"] | Callable[[dic
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a JSON Lines file (blank lines skipped; a bad line is reported with its number)."""
     return [row for _, row in numbered_objects(path)]
-
-
-def progress_enabled(progress: bool = True) -> bool:
-    """False when asked, or when TQDM_DISABLE=1 or LABKIT_CI=1 is set."""
-    if not progress:
-        return False
-    if os.environ.get("TQDM_DISABLE", "").strip().lower() in {"1", "true", "yes"}:
-        return False
-    return not get_settings().labkit_ci
 
 
 def _inputs_for(row: dict[str, Any], prompt: Prompt, input_map: InputMap | None,
@@ -77,12 +68,6 @@ def run_bulk(
       parameters; `model` overrides the backend's default model.
     """
     from labkit import models
-    from labkit.playground import widget_frontend_available
-
-    if widget_frontend_available():  # a widget bar in JupyterLab / VS Code, plain text elsewhere
-        from tqdm.auto import tqdm
-    else:
-        from tqdm import tqdm
 
     prompt = prompt if isinstance(prompt, Prompt) else load_prompt(prompt)
     rows = read_jsonl(rows) if isinstance(rows, str | Path) else list(rows)
@@ -91,7 +76,7 @@ def run_bulk(
     requested_model = model or models.chat_model_name()
 
     records: list[dict[str, Any]] = []
-    bar = tqdm(rows, desc=f"bulk {prompt.name}", unit="row", disable=not progress_enabled(progress))
+    bar = progress_bar(rows, desc=f"bulk {prompt.name}", unit="row", enabled=progress)
     for index, row in enumerate(bar):
         record: dict[str, Any] = dict.fromkeys(COLUMNS)
         record["id"] = row.get("id", index)

@@ -13,8 +13,8 @@ from labkit.playground import widget_frontend_available
 
 def format_result(result: flow.ChatResult) -> str:
     sources = " ".join(f"[{c}]" for c in result.citations) or "(none)"
-    note = f"\n(dropped invented citations: {', '.join(result.dropped_citations)})" \
-        if result.dropped_citations else ""
+    dropped = ", ".join(result.dropped_citations)
+    note = f"\n(dropped citations, not among the retrieved documents: {dropped})" if dropped else ""
     return (f"{result.answer}\nSources: {sources}{note}\n"
             f"[{result.timings.get('total', 0):.1f} s, {result.usage['input_tokens']} in / "
             f"{result.usage['output_tokens']} out tokens, request {result.request_id[:8]}]")

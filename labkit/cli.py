@@ -184,7 +184,8 @@ def chat(
     console.print(f"[dim]Sources: {sources}  request {result.request_id}  "
                   f"{result.timings.get('total', 0):.1f} s[/dim]", highlight=False)
     if result.dropped_citations:
-        console.print(f"[yellow]dropped invented citations: {', '.join(result.dropped_citations)}[/yellow]")
+        dropped = ", ".join(result.dropped_citations)
+        console.print(f"[yellow]dropped citations (not among the retrieved documents): {dropped}[/yellow]")
 
 
 def _flow_configs(specs: list[str]) -> list[Any]:

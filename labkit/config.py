@@ -18,6 +18,15 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def repo_path(relative: str | Path) -> Path:
+    """A path inside the repository, whatever the working directory (an executed notebook copy under
+    build/ runs from another folder). Introduced in notebooks/02_index_data.ipynb."""
+    path = Path(relative)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
 # LABKIT_ENV_FILE points at another .env file ("none" reads no file); default: the repo's .env
 _ENV_FILE_SETTING = os.environ.get("LABKIT_ENV_FILE", str(REPO_ROOT / ".env"))
 ENV_FILE: Path | None = None if _ENV_FILE_SETTING.lower() == "none" else Path(_ENV_FILE_SETTING)

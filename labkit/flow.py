@@ -11,8 +11,8 @@ Introduced in notebooks/03_build_rag.ipynb.
 4. assemble the prompt (`prompts/contoso_chat.prompty`): persona, rules, documents with ids,
    all orders, customer context, chat history;
 5. chat completion, streamed or not;
-6. a `ChatResult`: cited ids are checked against the retrieved documents, invented ones are
-   moved to `dropped_citations`.
+6. a `ChatResult`: product ids in the answer (in any bracket, or bare) are checked against the
+   retrieved documents; ids of products that were not retrieved are moved to `dropped_citations`.
 Every step is an OpenTelemetry span (labkit.tracing); `request_id` is the trace id.
 """
 
@@ -31,10 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from labkit import models, search, store
 from labkit.config import get_settings
 from labkit.prompts import load_prompt
-from labkit.schema import CATEGORIES, load_products
+from labkit.schema import CATEGORIES, PRODUCT_ID_IN_TEXT_RE, load_products
 from labkit.tracing import capture_content, get_tracer
 
-CITATION_RE = re.compile(r"\[(P-\d{3})\]")
+CITATION_RE = PRODUCT_ID_IN_TEXT_RE  # [P-004], (P-004) or a bare P-004: all count as citations
 CATALOG_UNAVAILABLE = ("Sorry, I can't look up the Contoso Outdoors catalog right now, so I can't answer "
                        "product questions reliably. Please try again in a few minutes.")
 

@@ -10,14 +10,13 @@ each side instead, so a headless run still shows what the playground does.
 from __future__ import annotations
 
 import html
-import os
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from labkit import costs, models
 from labkit.config import get_settings
+from labkit.progress import widget_frontend_available
 from labkit.prompts import Prompt, list_prompts, load_prompt
 
 if TYPE_CHECKING:
@@ -25,8 +24,6 @@ if TYPE_CHECKING:
 
 FREE_TEXT = "(free text)"
 DEFAULT_SYSTEM = "You are a helpful assistant for Contoso Outdoors, a shop for hiking and camping gear."
-# environment variables that only a widget-capable front end sets for its kernels
-_FRONTEND_ENV = ("JPY_SESSION_NAME", "VSCODE_PID", "VSCODE_CWD", "VSCODE_IPC_HOOK_CLI", "COLAB_RELEASE_TAG")
 
 
 @dataclass
@@ -41,32 +38,15 @@ class PlaygroundRun:
     model: str
     cost: costs.Cost
     error: str | None = None
+    temperature: float | None = None  # the temperature the call used
 
     def summary(self) -> str:
         if self.error:
             return f"error: {self.error}"
         usd = "unpriced" if self.cost.usd is None else f"${self.cost.usd:.6f}"
+        temp = "" if self.temperature is None else f", temperature {self.temperature:g}"
         return (f"{self.input_tokens} in / {self.output_tokens} out tokens, {self.latency_s:.2f} s, "
-                f"{usd} ({self.model})")
-
-
-def widget_frontend_available() -> bool:
-    """True when an interactive front end that renders ipywidgets is (very likely) attached."""
-    if get_settings().labkit_ci:
-        return False
-    shell = sys.modules.get("IPython")
-    ipython = shell.get_ipython() if shell is not None else None  # type: ignore[attr-defined]
-    if ipython is None or getattr(ipython, "kernel", None) is None:
-        return False  # plain Python or terminal IPython
-    try:
-        from ipywidgets import Widget
-
-        if getattr(Widget, "_control_comm", None) is not None:  # a widget manager said hello
-            return True
-    except ImportError:
-        return False
-    # Jupyter Server and VS Code set these for the kernels they start; papermill and nbclient do not.
-    return any(os.environ.get(name) for name in _FRONTEND_ENV)
+                f"{usd} ({self.model}{temp})")
 
 
 def _source(source: str | Prompt) -> Prompt | None:
@@ -76,26 +56,35 @@ def _source(source: str | Prompt) -> Prompt | None:
 
 
 def run_side(source: str | Prompt, question: str, *, label: str = "", system: str = DEFAULT_SYSTEM,
-             model: str | None = None, temperature: float = 0.7, max_tokens: int = 128,
+             model: str | None = None, temperature: float | None = None, max_tokens: int = 128,
              seed: int | None = None, extra_inputs: Mapping[str, Any] | None = None,
              client: OpenAI | None = None) -> PlaygroundRun:
-    """One call: a prompt file (inputs from its `sample`, `question` replaced) or free text."""
-    params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+    """One call: a prompt file (inputs from its `sample`, `question` replaced) or free text.
+
+    `temperature=None` keeps the prompt file's own temperature (free text: 0), so the playground
+    gives the same answer as running the prompt file; a number overrides it."""
+    params: dict[str, Any] = {"max_tokens": max_tokens, "seed": seed}
     name = model or models.chat_model_name()
     label = label or (source.name if isinstance(source, Prompt) else str(source))
+    used = temperature
     try:
         prompt = _source(source)
         if prompt is None:
-            reply = models.chat(question, system=system or None, model=name, client=client, **params)
+            used = 0.0 if temperature is None else temperature
+            reply = models.chat(question, system=system or None, model=name, client=client,
+                                temperature=used, **params)
         else:
+            if temperature is not None:
+                params["temperature"] = temperature
+            used = params.get("temperature", prompt.parameters.get("temperature"))
             inputs = {**prompt.sample, **(extra_inputs or {}), "question": question}
             reply = prompt.run(client, model=name, params=params, **inputs)
     except Exception as exc:  # show the error in the playground, do not raise from a button click
         return PlaygroundRun(label, "", None, None, 0.0, name, costs.estimate_cost(name, 0, 0),
-                             f"{type(exc).__name__}: {exc}")
+                             f"{type(exc).__name__}: {exc}", used)
     tokens_in, tokens_out = reply.usage.get("input_tokens"), reply.usage.get("output_tokens")
     return PlaygroundRun(label, reply.text, tokens_in, tokens_out, reply.latency_s, reply.model,
-                         costs.estimate_cost(reply.model, tokens_in, tokens_out))
+                         costs.estimate_cost(reply.model, tokens_in, tokens_out), temperature=used)
 
 
 class SideBySide:
@@ -136,10 +125,12 @@ def _print_runs(runs: Sequence[PlaygroundRun], reason: str) -> None:
 
 
 def playground(prompts: Sequence[str | Prompt] | None = None, *, question: str | None = None,
-               inputs: Mapping[str, Any] | None = None, model: str | None = None, temperature: float = 0.7,
-               max_tokens: int = 128, seed: int | None = None, mode: str = "auto",
-               client: OpenAI | None = None) -> Any:
+               inputs: Mapping[str, Any] | None = None, model: str | None = None,
+               temperature: float | None = None, max_tokens: int = 128, seed: int | None = None,
+               mode: str = "auto", client: OpenAI | None = None) -> Any:
     """Two prompts side by side. Returns the widget (display it) or prints one run headlessly.
+
+    `temperature=None`: each prompt file's own temperature, until the learner moves the slider.
 
     `prompts`: prompt names or `Prompt`s for the choosers (default: every file in `prompts/`); the
     first two start selected. A prompt file gets its `sample` inputs, updated with `inputs` and the
@@ -167,8 +158,8 @@ def playground(prompts: Sequence[str | Prompt] | None = None, *, question: str |
 
 
 def _widgets(by_name: Mapping[str, str | Prompt], left: str, right: str, question: str,
-             inputs: Mapping[str, Any], model: str, temperature: float, max_tokens: int, seed: int | None,
-             client: OpenAI) -> Any:
+             inputs: Mapping[str, Any], model: str, temperature: float | None, max_tokens: int,
+             seed: int | None, client: OpenAI) -> Any:
     import ipywidgets as w
 
     try:
@@ -181,7 +172,11 @@ def _widgets(by_name: Mapping[str, str | Prompt], left: str, right: str, questio
 
     question_box = w.Textarea(value=question, description="Question", layout=layout)
     model_box = w.Dropdown(options=model_options, value=model, description="Model")
-    temperature_box = w.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.1, description="Temperature")
+    temperature_box = w.FloatSlider(value=0.0 if temperature is None else temperature, min=0.0, max=2.0,
+                                    step=0.1, description="Temperature")
+    from_file = w.Checkbox(value=temperature is None, description="prompt file's temperature")
+    # moving the slider means the learner wants that temperature on both sides
+    temperature_box.observe(lambda _change: setattr(from_file, "value", False), names="value")
     tokens_box = w.IntSlider(value=max_tokens, min=8, max=1024, step=8, description="Max tokens")
     seed_box = w.IntText(value=seed if seed is not None else 0, description="Seed (0=none)")
     run_button = w.Button(description="Run both", button_style="primary")
@@ -204,7 +199,8 @@ def _widgets(by_name: Mapping[str, str | Prompt], left: str, right: str, questio
                 print("running ...")
             source = by_name.get(choice.value, choice.value)
             result = run_side(source, question_box.value, system=system.value, model=model_box.value,
-                              temperature=temperature_box.value, max_tokens=tokens_box.value,
+                              temperature=None if from_file.value else temperature_box.value,
+                              max_tokens=tokens_box.value,
                               seed=seed_box.value or None, extra_inputs=inputs, client=client)
             out.clear_output()
             with out:
@@ -212,5 +208,6 @@ def _widgets(by_name: Mapping[str, str | Prompt], left: str, right: str, questio
                 print(f"\n({result.summary()})")
 
     run_button.on_click(on_click)
-    controls = w.HBox([w.VBox([model_box, temperature_box]), w.VBox([tokens_box, seed_box]), run_button])
+    controls = w.HBox([w.VBox([model_box, temperature_box, from_file]), w.VBox([tokens_box, seed_box]),
+                       run_button])
     return w.VBox([question_box, controls, w.HBox([a_box, b_box])])

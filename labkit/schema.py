@@ -50,6 +50,9 @@ FIRST_ORDER_DATE = dt.date(2025, 1, 1)
 LAST_ORDER_DATE = dt.date(2026, 11, 1)
 
 PRODUCT_ID_RE = re.compile(r"^P-\d{3}$")
+# a product id anywhere in a text, in any bracket or bare: [P-004], (P-004), {P-004}, P-004
+# (not inside a longer token such as AP-0041); citation checks and metrics use this one pattern
+PRODUCT_ID_IN_TEXT_RE = re.compile(r"(?<![A-Za-z0-9_-])(P-\d{3})(?![0-9A-Za-z_])")
 CUSTOMER_ID_RE = re.compile(r"^C-\d{3}$")
 ORDER_ID_RE = re.compile(r"^O-\d{4}$")
 PHONE_RE = re.compile(r"^555-01\d{2}$")

@@ -209,9 +209,9 @@ def build_index(strategy: str, settings: Settings | None = None, batch_size: int
     t1 = time.perf_counter()
     batches = range(0, len(chunks), batch_size)
     if progress:
-        from tqdm.auto import tqdm
+        from labkit.progress import bar
 
-        batches = tqdm(batches, desc=f"upload {name}", unit="batch")
+        batches = bar(batches, desc=f"upload {name}", unit="batch")
     for start in batches:
         docs = [c.document(v.tolist()) for c, v in zip(chunks[start:start + batch_size],
                                                         vectors[start:start + batch_size], strict=True)]

@@ -166,3 +166,36 @@ def test_playground_widgets_build_and_run_with_a_fake_client(clean_env, capsys: 
     find(box, widgets.Button)[0].click()  # outside a kernel, Output widgets pass prints through
     out = capsys.readouterr().out
     assert out.count("answer to") == 2 and "20 in / 4 out tokens" in out
+
+
+def test_playground_keeps_each_prompt_files_temperature_until_the_slider_moves(clean_env) -> None:
+    import ipywidgets as widgets
+
+    from labkit.prompts import load_prompt
+
+    client = fake_client()
+    names = ["ideate_persona", "product_json"]
+    box = playground.playground(names, mode="widgets", client=client)
+    slider = next(s for s in box.children[1].children[0].children if isinstance(s, widgets.FloatSlider))
+    button = next(b for b in box.children[1].children if isinstance(b, widgets.Button))
+    button.click()
+    expected = [load_prompt(n).parameters.get("temperature") for n in names]
+    assert [c.get("temperature") for c in client.chat.completions.calls] == expected
+    slider.value = 1.3  # the learner moves the slider: both sides use it
+    button.click()
+    assert [c["temperature"] for c in client.chat.completions.calls[2:]] == [1.3, 1.3]
+    run = playground.run_side("ideate_persona", "Best tent?", client=client)
+    assert run.temperature == expected[0] and f"temperature {expected[0]:g}" in run.summary()
+
+
+def test_a_headless_notebook_gets_one_final_progress_line(clean_env, capsys: pytest.CaptureFixture) -> None:
+    """In a kernel without a widget front end (papermill), no '0%' state is saved above the result."""
+    from labkit import progress
+
+    bar_type = progress._final_line_bar()
+    for _ in bar_type(range(7), desc="bulk demo", unit="row"):
+        pass
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("bulk demo: 100%") and "7/7" in out and "\r" not in out
+    assert progress.in_kernel() is False and progress.widget_frontend_available() is False
+    assert type(progress.bar(range(2))).__name__ == "tqdm"  # a terminal gets tqdm's text bar

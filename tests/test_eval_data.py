@@ -68,3 +68,10 @@ def test_fact_matching_respects_number_boundaries() -> None:
     assert not testset.contains_fact("Floor dimensions: 215 x 135 cm, peak 215 cm", "15 cm")
     assert not testset.contains_fact("Limit temperature: -7 °C", "7 °C")
     assert testset.contains_fact("Limit   temperature:\n-7 °C", "limit temperature: -7 °C")
+
+
+def test_validator_catches_a_ground_truth_citing_an_irrelevant_product_in_any_bracket(rows: list[EvalRow]) -> None:
+    row = next(r for r in rows if r.relevant_product_ids and "P-099" not in r.relevant_product_ids)
+    bad = row.model_copy(update={"ground_truth": row.ground_truth + " See also (P-099)."})
+    problems = testset.validate_testset([bad if r.id == row.id else r for r in rows])
+    assert any("cites [P-099]" in p for p in problems), problems

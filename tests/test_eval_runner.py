@@ -360,3 +360,19 @@ def test_judge_variance_counts_unreadable_repeats_as_unmeasured(clean_env: pytes
         (v,) = run_variance(["fluency"], limit=1, repeats=2, temperature=0.7, progress=False)
     assert [(b["seed"], b["temperature"]) for b in server.bodies] == [(42, 0.7), (43, 0.7)]
     assert (v.compared, v.unmeasured, v.all_agree) == expected
+
+
+def test_a_comparison_reuses_the_rows_each_variant_already_answered(local: Settings) -> None:
+    """Without `out`, a variant in a comparison uses the folder of its own single run (notebook 04)."""
+    from labkit.flow import FlowConfig
+
+    first = FlowConfig(name="reuse-a", max_tokens=8, max_context_words=100)
+    second = FlowConfig(name="reuse-b", retrieval_mode="keyword", max_tokens=8, max_context_words=100)
+    alone = runner.evaluate(limit=2, configs=first, evaluators=["retrieval"], progress=False)
+    answered: list[str] = []
+    both = runner.evaluate(limit=2, configs=[first, second], evaluators=["retrieval"], progress=False,
+                           on_row=lambda record: answered.append(record["id"]))
+    assert both.runs["reuse-a"].out == alone.out and both.runs["reuse-b"].out != alone.out
+    assert len(answered) == 2  # only the new variant's rows were asked
+    assert both.runs["reuse-a"].records == alone.run.records
+    assert (both.out / "comparison.json").exists() and both.out not in (alone.out, both.runs["reuse-b"].out)

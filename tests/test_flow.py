@@ -60,6 +60,16 @@ def test_citations_are_checked_against_retrieved_documents() -> None:
     assert kept == ["P-001", "P-002"] and dropped == ["P-099"]
 
 
+@pytest.mark.parametrize("text,kept,dropped", [
+    ("Stoves: Spark (P-016), Rover (P-017), Table (P-022).", ["P-016"], ["P-017", "P-022"]),
+    ("The P-016 weighs 86 g; see also {P-018} and <P-019>.", ["P-016"], ["P-018", "P-019"]),
+    ("Sources: [P-016] [P-017]", ["P-016"], ["P-017"]),
+    ("Order AP-0161, part P-0161 and p-016 are not product ids.", [], []),
+])
+def test_product_ids_in_any_bracket_or_bare_are_checked(text: str, kept: list[str], dropped: list[str]) -> None:
+    assert flow.split_citations(text, {"P-016"}) == (kept, dropped)
+
+
 def test_follow_up_keeps_the_product_in_focus(local: Settings) -> None:
     first = flow.answer("Tell me about the Aster -12 sleeping bag.", "C-001", config=CONFIG)
     history = [{"role": "user", "content": "Tell me about the Aster -12 sleeping bag."},

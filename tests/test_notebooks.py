@@ -13,6 +13,7 @@ import pytest
 
 from labkit.config import REPO_ROOT
 from labkit.workshop import notebooks, run_notebook
+from tests.notebook_checks import problems_in
 
 pytestmark = pytest.mark.notebooks
 OUT_DIR = REPO_ROOT / "build" / "test-notebooks"
@@ -40,6 +41,8 @@ def test_notebook_executes(path) -> None:
     if run.status != "ok":
         pytest.fail(f"{path.name} failed after {run.seconds:.0f} s at {run.error}\n"
                     f"executed copy: {run.output}", pytrace=False)
+    # what must hold whatever the model said (a gate fails, a dropped citation shows, pictures render)
+    assert problems_in(run.output) == [], run.output
 
 
 def test_setup_notebook_stops_with_one_line_without_azure_variables(tmp_path, monkeypatch) -> None:

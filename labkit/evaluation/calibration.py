@@ -77,17 +77,16 @@ def run_calibration(judges: Sequence[str] | None = None, limit: int | None = Non
     Uses the configured judge model and backend: with a stronger judge configured the same call
     measures it.
     """
-    from tqdm.auto import tqdm
-
     from labkit.evaluation.judges import JUDGES, JudgeEvaluator
     from labkit.evaluation.testset import load_calibration
+    from labkit.progress import bar
 
     out = []
     for name in judges or JUDGES:
         rows = load_calibration(name)[:limit]
         judge = JudgeEvaluator(name)
         outcomes = [judge.judge(r.query, r.response, r.context)
-                    for r in tqdm(rows, desc=f"judge {name}", disable=not progress)]
+                    for r in bar(rows, desc=f"judge {name}", enabled=progress)]
         out.append((agreement(name, [r.human_score for r in rows], outcomes), outcomes))
     return out
 
@@ -130,10 +129,9 @@ def run_variance(judges: Sequence[str] | None = None, limit: int | None = None, 
     """Judge each calibration answer `repeats` times (seeds 42, 43, ...; the judge prompt's temperature
     unless `temperature` is given) and summarise the spread per judge. A deterministic local judge at
     temperature 0 agrees with itself by construction - which says nothing about whether it is right."""
-    from tqdm.auto import tqdm
-
     from labkit.evaluation.judges import JUDGES, JudgeEvaluator
     from labkit.evaluation.testset import load_calibration
+    from labkit.progress import bar
 
     if repeats < 2:
         raise ValueError("repeats must be at least 2 to measure variance")
@@ -142,7 +140,7 @@ def run_variance(judges: Sequence[str] | None = None, limit: int | None = None, 
         rows = load_calibration(name)[:limit]
         judge = JudgeEvaluator(name)
         scores: list[list[float | None]] = []
-        for r in tqdm(rows, desc=f"judge {name} x{repeats}", disable=not progress):
+        for r in bar(rows, desc=f"judge {name} x{repeats}", enabled=progress):
             row_scores: list[float | None] = []
             for i in range(repeats):
                 params: dict[str, Any] = {"seed": 42 + i}

@@ -98,14 +98,15 @@ DECLINE = re.compile(
 class ChecksEvaluator:
     """Deterministic checks, each 1 (pass) or 0 (fail), or unmeasured where it does not apply.
 
-    - `citations_valid`: no invented citation was dropped, and a product answer cites something;
+    - `citations_valid`: no product id outside the retrieved documents (in any bracket, or bare), and
+      a product answer cites something;
     - `order_named`: an order-history answer names a product or date of one of the customer's orders;
     - `declined`: out-of-scope, refusal and attack rows are declined (a decline phrase, no citations);
     - `length_ok`: the answer has between 1 and `max_words` words.
     """
 
     name = "checks"
-    version = "1"
+    version = "2"  # 2: citations are product ids in any bracket or bare (flow.CITATION_RE), not only [P-004]
     DECLINE_CATEGORIES = {"out_of_scope", "refusal", "attack"}
 
     def __init__(self, max_words: int = 180):

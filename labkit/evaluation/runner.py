@@ -15,7 +15,8 @@ output folder per variant:
   document count, model and base model, evaluator versions, git commit, flow_version).
 
 With several variants, each gets `<out>/<variant name>/` and `<out>/comparison.json` holds the paired
-differences to the first variant with bootstrap intervals.
+differences to the first variant with bootstrap intervals. Without `out`, each variant uses the
+folder a run of that variant alone would use, so rows it already answered are reused, not re-asked.
 
 Rate limits and faults: the runner keeps at most `concurrency` rows in flight; a 429 halves that
 limit and it grows back by one after as many successes as the limit (AIMD); failed calls are retried
@@ -616,13 +617,9 @@ class _VariantRunner:
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
-    from labkit.bulk import progress_enabled
+    from labkit.progress import bar
 
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        from tqdm import tqdm
-    return tqdm(total=total, initial=initial, desc=desc, unit="row", disable=not progress_enabled(enabled))
+    return bar(total=total, initial=initial, desc=desc, unit="row", enabled=enabled)
 
 
 # ------------------------------------------------------------------------------------------ summary
@@ -983,7 +980,12 @@ def evaluate(
     base_out.mkdir(parents=True, exist_ok=True)
     report = EvalReport(out=base_out, runs={})
     for name, config, run_target in variants:
-        folder = base_out if len(variants) == 1 else base_out / _safe(name)
+        if len(variants) == 1:
+            folder = base_out
+        elif out is None:  # the folder of this variant run alone: its finished rows are reused
+            folder = _default_out(data_path, [(name, config, run_target)], chosen_names, identity)
+        else:
+            folder = base_out / _safe(name)
         folder.mkdir(parents=True, exist_ok=True)
         with _folder_lock(folder):  # one writer per folder (two kernels, two terminals)
             chosen = make_evaluators(chosen_names, judge_model=settings.labkit_judge_model)

@@ -59,7 +59,7 @@ MIN_PER_SCORE = 4
 
 _ROW_ID = r"^E-\d{3}$"
 _CAL_ID = r"^CAL-[GRCF]-\d{3}$"
-_CITATION_RE = re.compile(r"\[(P-\d{3})\]")
+_CITATION_RE = schema.PRODUCT_ID_IN_TEXT_RE
 _PLACEHOLDER_VALUES = frozenset({"-", "?", "...", "n/a", "na", "nan", "none", "null", "tbd", "todo", "xxx"})
 _PLACEHOLDER_RE = re.compile(
     r"\b(todo|tbd|fixme|lorem|ipsum|placeholder|x{3,})\b|\{\{|\}\}|<(fill|insert)[^>]*>", re.IGNORECASE

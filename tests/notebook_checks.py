@@ -1,0 +1,86 @@
+"""What must stay true in an executed notebook whatever the model says (issue: notebooks say what their
+outputs show). Each check reads the executed copy and returns the problems it finds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import nbformat
+
+
+def _text(cell: Any) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        parts.append("".join(out.get("text", "")))
+        data = out.get("data", {})
+        parts.append("".join(data.get("text/plain", "")))
+    return "\n".join(parts)
+
+
+def _code_cell(nb: Any, marker: str) -> Any:
+    cells = [c for c in nb.cells if c.cell_type == "code" and marker in c.source]
+    assert len(cells) == 1, f"expected one code cell containing {marker!r}, found {len(cells)}"
+    return cells[0]
+
+
+def _has_image(cell: Any) -> bool:
+    return any("image/png" in out.get("data", {}) for out in cell.get("outputs", []))
+
+
+def check_common(nb: Any) -> list[str]:
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        text = _text(cell)
+        if "  0%|" in text or "\r" in text:  # a live progress bar saved in its first or a middle state
+            problems.append(f"cell {i}: a progress bar's intermediate state was saved: {text[:120]!r}")
+        if "../data" in cell.source or "../eval" in cell.source:
+            problems.append(f"cell {i}: a path relative to notebooks/ (use labkit.repo_path)")
+    return problems
+
+
+def check_00(nb: Any) -> list[str]:
+    return [] if _has_image(_code_cell(nb, "services_diagram")) else ["00: the services picture is missing"]
+
+
+def check_02(nb: Any) -> list[str]:
+    text = _text(_code_cell(nb, "by the rule above"))
+    return [] if "a gap of" in text else [f"02: the noise verdict is missing: {text[:200]!r}"]
+
+
+def check_03(nb: Any) -> list[str]:
+    problems = []
+    if not _has_image(_code_cell(nb, "flow_diagram")):
+        problems.append("03: the flow picture is missing")
+    demo = _text(_code_cell(nb, "outside = next("))
+    if "| dropped: ['P-" not in demo:
+        problems.append(f"03: the citation check did not show a dropped citation: {demo!r}")
+    widget = _text(_code_cell(nb, "chat_widget("))
+    if "Sources:" not in widget:
+        problems.append(f"03: the chat answer shows no sources line: {widget[:300]!r}")
+    weights = _text(_code_cell(nb, "STREAM_QUESTION = "))
+    if "the catalog says:" not in weights or "difference: 0 g" in weights:
+        problems.append(f"03: the catalog comparison of the two chairs is missing: {weights[-200:]!r}")
+    return problems
+
+
+def check_04(nb: Any) -> list[str]:
+    problems = []
+    broken = _text(_code_cell(nb, "broken_cfg = FlowConfig"))
+    if "FAIL" not in broken or "would return: 1" not in broken:
+        problems.append(f"04: the baseline gate did not fail the no-retrieval variant: {broken!r}")
+    compare = _text(_code_cell(nb, "answered_now = []"))
+    if "rows answered now:" not in compare:
+        problems.append("04: the comparison does not say how many rows it answered")
+    return problems
+
+
+CHECKS: dict[str, Callable[[Any], list[str]]] = {"00": check_00, "02": check_02, "03": check_03, "04": check_04}
+
+
+def problems_in(path: Any) -> list[str]:
+    nb = nbformat.read(path, as_version=4)
+    check = CHECKS.get(path.name[:2])
+    return check_common(nb) + (check(nb) if check else [])
