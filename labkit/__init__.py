@@ -26,6 +26,6 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(module), attr)
     if name in {"config", "models", "services", "doctor", "cli", "workshop", "prompts", "costs", "bulk",
                 "playground", "schema", "store", "search", "flow", "tracing", "chatui", "evaluation",
-                "diagrams", "progress"}:
+                "diagrams", "progress", "requestlog"}:
         return importlib.import_module(f"labkit.{name}")
     raise AttributeError(f"module 'labkit' has no attribute {name!r}")

@@ -11,8 +11,9 @@ Secrets are `SecretStr`: they never appear in a repr, a log line or an error mes
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -183,18 +184,47 @@ class Settings(BaseSettings):
         return self.search_dir / "keys.json"
 
 
+_SETTINGS_PREFIXES = ("LABKIT_", "AZURE_", "OPENAI_")
+_settings_cache: dict[tuple[Any, ...], Settings] = {}
+_settings_lock = threading.Lock()
+
+
+def _settings_key() -> tuple[Any, ...]:
+    """What settings depend on: the relevant variables, the .env file chosen and its modification time."""
+    env_file = Settings.model_config.get("env_file")
+    try:
+        mtime = Path(env_file).stat().st_mtime_ns if env_file else None  # type: ignore[arg-type]
+    except OSError:
+        mtime = None
+    variables = tuple(sorted((k.upper(), v) for k, v in os.environ.items()
+                             if k.upper().startswith(_SETTINGS_PREFIXES)))
+    return variables, str(env_file), mtime
+
+
 def get_settings(**overrides: object) -> Settings:
-    """Fresh settings from the environment and `.env` (cheap; read on every call).
+    """Settings from the environment and `.env`, read once and cached until a LABKIT_/AZURE_/OPENAI_
+    variable or the `.env` file changes (tests that set variables see their values at once).
 
     An invalid value (e.g. LABKIT_BACKEND=Azure, LABKIT_MODEL_PORT=abc) is a ConfigError naming the
     variable, never echoing its value.
     """
     from pydantic import ValidationError
 
+    key = _settings_key() if not overrides else None
+    if key is not None:
+        cached = _settings_cache.get(key)
+        if cached is not None:
+            return cached
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         names = sorted({str(e["loc"][0]).upper() for e in exc.errors() if e.get("loc")})
         raise ConfigError(f"invalid configuration value for {', '.join(names)} "
                           "(LABKIT_*_BACKEND takes local, azure or openai in lower case; ports are numbers)",
                           missing=names) from None
+    if key is not None:
+        with _settings_lock:
+            if len(_settings_cache) > 64:  # tests change variables often; keep the cache small
+                _settings_cache.clear()
+            _settings_cache[key] = settings
+    return settings

@@ -22,10 +22,11 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, Literal
 
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field
 
 from labkit import models, search, store
@@ -434,76 +435,89 @@ class _Run:
         return self.result
 
 
-def answer(question: str, customer_id: str, history: list[dict[str, str]] | None = None,
-           config: FlowConfig | None = None) -> ChatResult:
-    """Answer one question for one customer. Raises FlowInputError or CustomerNotFound on bad input."""
-    run = _Run(question, customer_id, history, config)
+def _parent_context() -> otel_context.Context:
+    """Inside a caller's span (the HTTP service's request span) the flow's root span is its child;
+    otherwise (a notebook, the CLI, an evaluation row) every answer is a trace of its own."""
+    if trace.get_current_span().get_span_context().is_valid:
+        return otel_context.get_current()
+    return otel_context.Context()
+
+
+def _execute(run: _Run, streaming: bool) -> Iterator[str | ChatResult]:
+    """The one path behind `answer()` and `stream()`: the same steps, spans, attributes and result
+    fields; only the model call differs (one reply, or text pieces as they arrive)."""
     start = time.perf_counter()
-    with run.tracer.start_as_current_span("contoso_chat", context=otel_context.Context()) as root:
+    with run.tracer.start_as_current_span("contoso_chat", context=_parent_context()) as root:
         run.result.request_id = f"{root.get_span_context().trace_id:032x}"
         root.set_attribute("labkit.flow_version", run.result.flow_version)
         root.set_attribute("labkit.flow.name", run.config.name)
-        if run.prepare():
+        root.set_attribute("labkit.streamed", streaming)
+        if not run.prepare():
+            yield run.result.answer
+        else:
             t = time.perf_counter()
             params = run.chat_params()
             with run.tracer.start_as_current_span(f"chat {run.model}") as span:
                 run._chat_attributes(span, params)
-                reply = models.chat(run.messages, client=run.client, **params)
-                run._record_usage(span, reply.usage)
-                span.set_attribute("gen_ai.response.model", reply.model)
-                span.set_attribute("gen_ai.response.finish_reasons", [reply.finish_reason or ""])
+                if streaming:
+                    pieces: list[str] = []
+                    counted = yield from _streamed_reply(run, params, pieces)
+                    text = "".join(pieces)
+                    run._record_usage(span, counted)
+                else:
+                    reply = models.chat(run.messages, client=run.client, **params)
+                    text = reply.text
+                    run._record_usage(span, reply.usage)
+                    span.set_attribute("gen_ai.response.model", reply.model)
+                    span.set_attribute("gen_ai.response.finish_reasons", [reply.finish_reason or ""])
+                    yield text
                 if capture_content():
-                    span.set_attribute("labkit.answer", reply.text)
+                    span.set_attribute("labkit.answer", text)
             run._timed("answer", t)
-            run.finish(reply.text)
+            run.finish(text)
         root.set_attribute("labkit.catalog_unavailable", run.result.catalog_unavailable)
     run.result.timings["total"] = round(time.perf_counter() - start, 4)
-    return run.result
+    yield run.result
+
+
+def _streamed_reply(run: _Run, params: dict[str, Any], pieces: list[str]) -> Generator[str, None, dict]:
+    """Yield the model's text pieces; return the usage (measured if the backend sends it)."""
+    # OpenAI / Azure OpenAI end the stream with a usage chunk (no choices); the local server ignores it
+    response = run.client.chat.completions.create(  # type: ignore[call-overload]
+        messages=run.messages, stream=True, stream_options={"include_usage": True}, **params)
+    usage = None
+    try:
+        for chunk in response:
+            if getattr(chunk, "usage", None):
+                usage = chunk.usage
+            if chunk.choices and chunk.choices[0].delta.content:
+                pieces.append(chunk.choices[0].delta.content)
+                yield pieces[-1]
+    finally:
+        response.close()  # a consumer that stops early must not leave the model generating
+    if usage is not None:
+        return {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
+    prompt_chars = sum(len(m["content"]) for m in run.messages)
+    return {"input_tokens": prompt_chars // 4, "output_tokens": len(pieces), "estimated": True}
+
+
+def answer(question: str, customer_id: str, history: list[dict[str, str]] | None = None,
+           config: FlowConfig | None = None) -> ChatResult:
+    """Answer one question for one customer. Raises FlowInputError or CustomerNotFound on bad input."""
+    run = _Run(question, customer_id, history, config)
+    *_, result = _execute(run, streaming=False)
+    assert isinstance(result, ChatResult)
+    return result
 
 
 def stream(question: str, customer_id: str, history: list[dict[str, str]] | None = None,
            config: FlowConfig | None = None) -> Iterator[str | ChatResult]:
-    """Yield the answer in text pieces as they arrive, then the ChatResult.
+    """Yield the answer in text pieces as they arrive, then the ChatResult (the same fields and
+    spans as `answer()`).
 
     Cloud backends are asked for a final usage chunk (`stream_options.include_usage`) and report
     measured tokens. The local server sends no usage with streams: output tokens are counted from
     the pieces (one per chunk) and input tokens are estimated, so `usage.estimated` is true.
     """
     run = _Run(question, customer_id, history, config)
-    start = time.perf_counter()
-    with run.tracer.start_as_current_span("contoso_chat", context=otel_context.Context()) as root:
-        run.result.request_id = f"{root.get_span_context().trace_id:032x}"
-        root.set_attribute("labkit.flow_version", run.result.flow_version)
-        if not run.prepare():
-            yield run.result.answer
-        else:
-            t = time.perf_counter()
-            params = run.chat_params()
-            pieces: list[str] = []
-            with run.tracer.start_as_current_span(f"chat {run.model}") as span:
-                run._chat_attributes(span, params)
-                # OpenAI / Azure OpenAI then end the stream with a usage chunk (no choices);
-                # the local server ignores the option
-                response = run.client.chat.completions.create(  # type: ignore[call-overload]
-                    messages=run.messages, stream=True, stream_options={"include_usage": True}, **params)
-                usage = None
-                try:
-                    for chunk in response:
-                        if getattr(chunk, "usage", None):
-                            usage = chunk.usage
-                        if chunk.choices and chunk.choices[0].delta.content:
-                            pieces.append(chunk.choices[0].delta.content)
-                            yield pieces[-1]
-                finally:
-                    response.close()  # a consumer that stops early must not leave the model generating
-                if usage is not None:
-                    counted = {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
-                else:
-                    prompt_chars = sum(len(m["content"]) for m in run.messages)
-                    counted = {"input_tokens": prompt_chars // 4, "output_tokens": len(pieces),
-                               "estimated": True}
-                run._record_usage(span, counted)
-            run._timed("answer", t)
-            run.finish("".join(pieces))
-    run.result.timings["total"] = round(time.perf_counter() - start, 4)
-    yield run.result
+    yield from _execute(run, streaming=True)

@@ -43,14 +43,26 @@ CREATE INDEX IF NOT EXISTS spans_by_start ON spans(start_ns);
 
 
 class SqliteSpanExporter(SpanExporter):
-    """Writes finished spans to a SQLite file (one row per span)."""
+    """Writes finished spans to a SQLite file (one row per span). Without a fixed `path`, each export
+    goes to the trace store of the LABKIT_HOME in force at that moment."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path | None = None):
+        self.fixed_path = path
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(path) as conn:
-            conn.executescript(SCHEMA)
+        self._ready: set[Path] = set()
+        if path is not None:
+            self._prepare(path)
+
+    @property
+    def path(self) -> Path:
+        return self.fixed_path or trace_store_path()
+
+    def _prepare(self, path: Path) -> None:
+        if path not in self._ready:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with sqlite3.connect(path) as conn:
+                conn.executescript(SCHEMA)
+            self._ready.add(path)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         rows = []
@@ -67,8 +79,12 @@ class SqliteSpanExporter(SpanExporter):
                 json.dumps([{"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes or {})}
                             for e in s.events], default=str),
             ))
-        with self._lock, sqlite3.connect(self.path) as conn:
-            conn.executemany("INSERT OR REPLACE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        path = self.path
+        with self._lock:
+            self._prepare(path)
+            with sqlite3.connect(path) as conn:
+                conn.executemany("INSERT OR REPLACE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 rows)
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
@@ -76,7 +92,6 @@ class SqliteSpanExporter(SpanExporter):
 
 
 _provider: TracerProvider | None = None
-_provider_path: Path | None = None
 _provider_lock = threading.Lock()
 
 
@@ -84,16 +99,29 @@ def trace_store_path() -> Path:
     return get_settings().home / "traces.sqlite"
 
 
-def get_tracer() -> trace.Tracer:
-    """The labkit tracer, exporting to LABKIT_HOME/traces.sqlite (re-created if LABKIT_HOME changes)."""
-    global _provider, _provider_path
-    path = trace_store_path()
+def tracer_provider() -> TracerProvider:
+    """The one process-wide tracer provider, exporting to the current LABKIT_HOME's trace store.
+
+    It is also OpenTelemetry's global provider, so spans from instrumentation (the HTTP service's
+    request span) and the flow's spans form one trace. If another SDK provider was made global
+    first, the store's exporter is added to that one instead."""
+    global _provider
     with _provider_lock:
-        if _provider is None or _provider_path != path:
-            provider = TracerProvider()
-            provider.add_span_processor(SimpleSpanProcessor(SqliteSpanExporter(path)))
-            _provider, _provider_path = provider, path
-        return _provider.get_tracer(TRACER_NAME)
+        if _provider is None:
+            current = trace.get_tracer_provider()
+            if isinstance(current, TracerProvider):
+                provider = current
+            else:
+                provider = TracerProvider()
+                trace.set_tracer_provider(provider)
+            provider.add_span_processor(SimpleSpanProcessor(SqliteSpanExporter()))
+            _provider = provider
+        return _provider
+
+
+def get_tracer() -> trace.Tracer:
+    """The labkit tracer (spans go to LABKIT_HOME/traces.sqlite of the moment each span ends)."""
+    return tracer_provider().get_tracer(TRACER_NAME)
 
 
 def capture_content() -> bool:

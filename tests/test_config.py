@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from labkit.config import ConfigError, Settings
+from labkit.config import ConfigError, Settings, get_settings
 
 
 def test_default_is_local(clean_env: pytest.MonkeyPatch) -> None:
@@ -84,3 +84,22 @@ def test_invalid_values_are_a_config_error_without_the_value(clean_env: pytest.M
     clean_env.setenv("LABKIT_SEARCH_BACKEND", "openai")
     with pytest.raises(ConfigError, match="OpenAI has no search service"):
         get_settings().backend_for("search")
+
+
+def test_settings_are_read_once_and_follow_variables_and_the_env_file(clean_env: pytest.MonkeyPatch,
+                                                                      tmp_path) -> None:
+    import os
+
+    assert get_settings() is get_settings()  # cached: nothing changed
+    clean_env.setenv("LABKIT_MODEL_PORT", "9123")
+    assert get_settings().labkit_model_port == 9123  # a changed variable is seen at once
+    env_file = tmp_path / ".env"
+    env_file.write_text("LABKIT_SEARCH_PORT=9200\n")
+    clean_env.setattr(Settings, "model_config", {**Settings.model_config, "env_file": str(env_file)})
+    assert get_settings().labkit_search_port == 9200
+    env_file.write_text("LABKIT_SEARCH_PORT=9201\n")
+    stat = env_file.stat()
+    os.utime(env_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a later edit of .env
+    assert get_settings().labkit_search_port == 9201
+    assert get_settings(labkit_search_port=9300).labkit_search_port == 9300  # overrides are never cached
+    assert get_settings().labkit_search_port == 9201

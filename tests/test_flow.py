@@ -174,3 +174,38 @@ def test_focus_prefers_the_longest_product_name() -> None:
     history = [{"role": "user", "content": "Tell me about the Skyfall 2 UL"},
                {"role": "assistant", "content": "It is lighter [P-002] than [P-001]."}]
     assert flow.focus_product(history) == "P-002"
+
+
+def test_answer_and_stream_share_one_path(local: Settings) -> None:
+    question = "Is the Rover chair heavy?"
+    plain = flow.answer(question, "C-005", config=CONFIG)
+    *pieces, streamed = flow.stream(question, "C-005", config=CONFIG)
+    assert isinstance(streamed, flow.ChatResult) and "".join(pieces).strip() == streamed.answer
+    same = ("citations", "dropped_citations", "queries", "context", "filter", "model", "prompt", "flow_version",
+            "safety", "blocked", "catalog_unavailable", "query_fallback")
+    assert {k: getattr(plain, k) for k in same} == {k: getattr(streamed, k) for k in same}
+    assert set(plain.timings) == set(streamed.timings) and set(plain.usage) <= set(streamed.usage)
+
+    def root_attributes(result: flow.ChatResult) -> dict:
+        (root,) = [s for s in get_trace(result.request_id) if s["parent_id"] is None]
+        return root["attributes"]
+
+    a, b = root_attributes(plain), root_attributes(streamed)
+    assert (a.pop("labkit.streamed"), b.pop("labkit.streamed")) == (False, True)
+    assert a == b and a["labkit.flow_version"] == CONFIG.flow_version()
+
+
+def test_inside_a_callers_span_the_flow_joins_its_trace(local: Settings) -> None:
+    """The HTTP service's request span is the root; the flow's span is its child, request_id its trace."""
+    from labkit.tracing import get_tracer
+
+    with get_tracer().start_as_current_span("POST /api/chat") as outer:
+        result = flow.answer("Do you sell a compass?", "C-003", config=CONFIG)
+    trace_id = f"{outer.get_span_context().trace_id:032x}"
+    assert result.request_id == trace_id
+    spans = {s["name"]: s for s in get_trace(trace_id)}
+    assert spans["POST /api/chat"]["parent_id"] is None
+    assert spans["contoso_chat"]["parent_id"] == f"{outer.get_span_context().span_id:016x}"
+    alone = flow.answer("Do you sell a compass?", "C-003", config=CONFIG)  # outside any span: its own trace
+    assert alone.request_id != trace_id and [s["name"] for s in get_trace(alone.request_id)
+                                            if s["parent_id"] is None] == ["contoso_chat"]
