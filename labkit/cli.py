@@ -24,6 +24,8 @@ index_app = typer.Typer(help="Build the product search indexes", no_args_is_help
 app.add_typer(index_app, name="index")
 data_app = typer.Typer(help="Load customers and orders into the active store", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+tokens_app = typer.Typer(help="Sign-in tokens for the chat service (stored hashed)", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
 console = Console()
 
 
@@ -267,6 +269,85 @@ def eval_command(
         path = runner.save_baseline(report.run, save_baseline)
         typer.echo(f"baseline written to {path}")
     raise typer.Exit(report.exit_code)
+
+
+@tokens_app.command("issue")
+@_friendly
+def tokens_issue(
+    customer: Annotated[str, typer.Option("--customer", help="customer id, e.g. C-001")],
+    expires: Annotated[str, typer.Option("--expires", help="lifetime: 30m, 12h, 7d, 2w or never")] = "7d",
+) -> None:
+    """Print a new token for a customer, once (only its hash is stored)."""
+    from labkit import store
+    from labkit.app.tokens import TokenStore, parse_duration
+
+    try:
+        lifetime = parse_duration(expires)
+        store.get_customer(customer)
+    except (ValueError, store.CustomerNotFound) as exc:
+        typer.echo(f"{type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    token, record = TokenStore().issue(customer, lifetime)
+    typer.echo(token)
+    typer.echo(f"token id {record.token_id} for {customer}; shown once, stored only as a hash", err=True)
+
+
+@tokens_app.command("list")
+@_friendly
+def tokens_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Token ids, customers, expiry and state (never the tokens)."""
+    from labkit.app.tokens import TokenStore, describe
+
+    rows = [describe(r) for r in TokenStore().list()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("token id", "customer", "created", "expires", "state")
+    for r in rows:
+        table.add_row(r["token_id"], r["customer_id"], r["created"], r["expires"], r["state"])
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+@_friendly
+def tokens_revoke(
+    token_id: Annotated[str | None, typer.Argument(help="a token id from `labkit tokens list`")] = None,
+    customer: Annotated[str | None, typer.Option("--customer", help="revoke all of a customer's")] = None,
+) -> None:
+    """Revoke a token by its id, or all tokens of a customer."""
+    from labkit.app.tokens import TokenStore
+
+    try:
+        n = TokenStore().revoke(token_id, customer)
+    except ValueError as exc:
+        typer.echo(f"ValueError: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"revoked {n} token(s)")
+    if n == 0:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_friendly
+def serve(
+    host: Annotated[str, typer.Option("--host", help="bind address (keep 127.0.0.1 unless deploying)")]
+    = "127.0.0.1",
+    port: Annotated[int | None, typer.Option("--port", help="default LABKIT_APP_PORT (8000)")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="a FlowConfig JSON file")] = None,
+) -> None:
+    """Serve Contoso Chat over HTTP: starts the local services it needs, then the app (uvicorn)."""
+    import uvicorn
+
+    from labkit.app.main import create_app
+    from labkit.config import get_settings
+    from labkit.services import ensure_running
+
+    settings = get_settings()
+    settings.check()
+    ensure_running(settings=settings)  # the app itself never starts services (see docs/service.md)
+    configs = _flow_configs([config]) if config else []
+    uvicorn.run(create_app(settings, configs[0] if configs else None), host=host,
+                port=port or settings.labkit_app_port, log_level="warning")
 
 
 @app.command()

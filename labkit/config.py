@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     labkit_max_question_chars: int = 2000
     labkit_judge_model: str | None = None  # evaluation judges; None: the chat model
 
+    # the HTTP chat service (labkit serve)
+    labkit_app_max_body_bytes: int = 65536      # larger request bodies: 413
+    labkit_app_max_history_turns: int = 20      # more earlier turns: 422
+    labkit_app_rate_per_minute: float = 30.0    # per token: a token bucket refilled at this rate
+    labkit_app_rate_burst: int = 10             # ... holding at most this many requests
+    labkit_app_queue_max: int = 8               # requests waiting for the model beyond this: 503
+    labkit_app_timeout_s: float = 180.0         # one answer, end to end: 504 after this
+    labkit_app_cors_origins: str = ""           # comma-separated allow-list; empty: no cross-origin access
+
     # Azure OpenAI (key optional: without it, Entra ID through azure-identity)
     azure_openai_endpoint: str | None = None
     azure_openai_api_key: SecretStr | None = None

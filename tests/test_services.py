@@ -125,3 +125,34 @@ def test_model_guard_rejects_odd_model_values_with_4xx(isolated_home: Settings) 
     for body in ({"model": ["x"], "messages": []}, {"model": {"a": 1}, "messages": []}):
         response = httpx.post(state.base_url + "/v1/chat/completions", json=body, timeout=300)
         assert 400 <= response.status_code < 500 and response.json()["error"]["message"]
+
+
+def test_a_live_but_slow_service_is_waited_for_not_killed() -> None:
+    """On a loaded machine a busy server may miss a health check; ensure_running must wait for it
+    (it is serving requests) rather than kill it. Here the server answers 503 three times, then 200."""
+    import os
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from labkit.services.manager import _healthy_within
+
+    answers = iter([503, 503, 503])
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(next(answers, 200))
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert _healthy_within(base, "/health", os.getpid(), timeout=600)
+        assert not _healthy_within("http://127.0.0.1:9", "/health", 2**22 + 12345, timeout=600)  # dead pid: at once
+    finally:
+        server.shutdown()
+        server.server_close()

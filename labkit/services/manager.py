@@ -262,6 +262,17 @@ def _healthy(base_url: str, path: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _healthy_within(base_url: str, path: str, pid: int, timeout: float) -> bool:
+    """Healthy now, or within `timeout` while the process stays alive."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if _healthy(base_url, path):
+            return True
+        if time.monotonic() >= deadline or not _pid_alive(pid):
+            return False
+        time.sleep(0.5)
+
+
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is free
@@ -364,7 +375,9 @@ def ensure_running(
             spec = _spec(name, settings)
             state = _read_state(settings, name)
             ours = bool(state) and _pid_alive(state.pid) and _is_ours(state.pid)  # type: ignore[union-attr]
-            if state and ours and _healthy(state.base_url, spec.health_path):
+            # a live instance of ours that is slow to answer (a loaded machine, a long request) is
+            # waited for, not killed: killing it would fail every request it is serving
+            if state and ours and _healthy_within(state.base_url, spec.health_path, state.pid, timeout):
                 if state.config_hash == spec.config_hash and state.port == spec.port:
                     out[name] = state
                     continue

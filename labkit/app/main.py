@@ -1,0 +1,435 @@
+"""The Contoso Chat HTTP service: the flow behind sign-in, limits, streaming and feedback.
+
+Introduced in notebooks/07_deploy.ipynb; `labkit serve` runs it (docs/service.md).
+
+A request: security checks (body size, no client-supplied customer id) -> bearer token -> the
+customer id (from the token only) -> per-token rate limit -> a place in the model queue -> the flow
+in a worker thread (inside the request's span, so one trace holds both) -> JSON or server-sent
+events -> one line in the request log. Every error is `{"error": {"code", "message"}}`; no stack
+trace reaches a client. The app never starts local services itself: `labkit serve` does that before
+it starts, and `/ready` says what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, StreamingResponse
+from opentelemetry import trace
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from labkit import flow, requestlog, store
+from labkit.app.limits import ModelQueue, QueueFull, TokenBucket
+from labkit.app.tokens import AuthError, TokenStore
+from labkit.config import Settings, get_settings
+from labkit.tracing import get_tracer
+
+_CUSTOMER_FIELD = re.compile(r"customer|user[_-]?id", re.I)
+_SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "content-security-policy": "default-src 'self'; frame-ancestors 'none'",
+    "cache-control": "no-store",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+_UNUSABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+
+
+def _usable_text(value: str) -> str:
+    """Text the model can read: no NUL or other control characters, no lone surrogates."""
+    if _UNUSABLE.search(value):
+        raise ValueError("contains control characters or invalid unicode")
+    return value
+
+
+class Turn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=8000)
+
+    _check = field_validator("content")(_usable_text)
+
+
+class ChatRequest(BaseModel):
+    """The customer comes from the token: a customer id in the body is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(min_length=1, description="the customer's question")
+    history: list[Turn] = Field(default_factory=list, description="earlier turns, oldest first")
+    stream: bool = Field(default=False, description="answer as server-sent events")
+
+    _check = field_validator("question")(_usable_text)
+
+
+class Retrieved(BaseModel):
+    product_id: str
+    id: str
+    score: float
+
+
+class ChatAnswer(BaseModel):
+    answer: str
+    citations: list[str]
+    retrieved: list[Retrieved]
+    blocked: bool
+    usage: dict[str, Any]
+    timings: dict[str, float]
+    request_id: str
+    flow_version: str
+    model: str
+
+
+class Feedback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    rating: Literal["up", "down"]
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
+                        headers={**_SECURITY_HEADERS, **(headers or {})})
+
+
+def _public(result: flow.ChatResult) -> dict[str, Any]:
+    """The answer fields a client may see: ids and scores of the documents, never their text, and
+    nothing of the customer's record."""
+    return {"answer": result.answer, "citations": result.citations,
+            "retrieved": [{"product_id": d["product_id"], "id": d["id"], "score": round(float(d["score"]), 4)}
+                          for d in result.context.get("documents", [])],
+            "blocked": result.blocked, "usage": result.usage, "timings": result.timings,
+            "request_id": result.request_id, "flow_version": result.flow_version, "model": result.model}
+
+
+ERRORS = {status: {"model": ErrorResponse} for status in (401, 404, 413, 422, 429, 503, 504)}
+
+
+def create_app(settings: Settings | None = None, config: flow.FlowConfig | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    config = config or flow.FlowConfig()
+    tokens = TokenStore(settings)
+    bucket = TokenBucket(settings.labkit_app_rate_per_minute / 60.0, settings.labkit_app_rate_burst)
+    slots = 1 if settings.backend_for("chat") == "local" else 4  # llama.cpp answers one request at a time
+    queue_holder: dict[str, ModelQueue] = {}
+    feedback_lock = threading.Lock()
+
+    app = FastAPI(title="Contoso Chat", version="1", description=__doc__,
+                  responses={500: {"model": ErrorResponse}})
+    origins = [o.strip() for o in settings.labkit_app_cors_origins.split(",") if o.strip()]
+    if "*" in origins:
+        raise ValueError("LABKIT_APP_CORS_ORIGINS must list origins, not '*'")
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=False,
+                           allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type"])
+
+    def model_queue() -> ModelQueue:  # made inside the running loop
+        if "q" not in queue_holder:
+            queue_holder["q"] = ModelQueue(slots, settings.labkit_app_queue_max)
+        return queue_holder["q"]
+
+    max_body = settings.labkit_app_max_body_bytes
+
+    class Guard:
+        """Pure ASGI (streams pass straight through): oversized bodies (413), a client-supplied
+        customer id in the query string or a header (422), security headers on every response."""
+
+        def __init__(self, inner: Any):
+            self.inner = inner
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return await self.inner(scope, receive, send)
+            request = Request(scope)
+            length = request.headers.get("content-length")
+            refusal = None
+            if length is not None and (not length.isdigit() or int(length) > max_body):
+                refusal = _error(413, "body_too_large", f"the request body is larger than {max_body} bytes")
+            elif scope["path"].startswith("/api/"):
+                named = [k for k in request.query_params if _CUSTOMER_FIELD.search(k)]
+                named += [k for k in request.headers if _CUSTOMER_FIELD.search(k)]
+                if named:
+                    refusal = _error(422, "customer_from_token", "the customer comes from the sign-in token; "
+                                     f"remove {', '.join(sorted(set(named)))} from the request")
+            if refusal is not None:
+                return await refusal(scope, receive, send)
+
+            async def with_headers(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    headers = list(message.get("headers", []))
+                    present = {k.lower() for k, _ in headers}
+                    headers += [(k.encode(), v.encode()) for k, v in _SECURITY_HEADERS.items()
+                                if k.encode() not in present]
+                    message["headers"] = headers
+                await send(message)
+
+            await self.inner(scope, receive, with_headers)
+
+    app.add_middleware(Guard)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+            if e.get("type") == "extra_forbidden" and _CUSTOMER_FIELD.search(where):
+                return _error(422, "customer_from_token",
+                              f"the customer comes from the sign-in token; remove '{where}' from the body")
+            problems.append(f"{where or 'body'}: {e.get('msg', 'invalid')}")
+        return _error(422, "invalid_request", "; ".join(problems)[:500] or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        return _error(exc.status_code, code, message, dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:  # never a traceback to a client
+        return _error(500, "internal_error", "the service failed to answer; the request id is in the log")
+
+    def signed_in(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        try:
+            if header and scheme.lower() != "bearer":
+                raise AuthError("use Authorization: Bearer <token>")
+            customer = tokens.customer_for(token if header else None)
+        except AuthError as exc:
+            raise ApiError(401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"}) from None
+        wait = bucket.take(token.strip())
+        if wait > 0:
+            raise ApiError(429, "rate_limited", "too many requests for this sign-in; retry later",
+                           {"Retry-After": str(max(1, round(wait + 0.5)))})
+        request.state.customer = customer
+        return customer
+
+    @app.get("/health", summary="the process is up")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="model, search and store are reachable",
+             responses={503: {"model": ErrorResponse}})
+    async def ready() -> JSONResponse:
+        checks = await asyncio.to_thread(_readiness, settings)
+        missing = [name for name, ok in checks.items() if not ok]
+        if missing:
+            return _error(503, "not_ready", f"not reachable: {', '.join(missing)}", {"Retry-After": "5"})
+        return JSONResponse({"ready": True, "checks": checks}, headers=_SECURITY_HEADERS)
+
+    @app.get("/api/products/{product_id}", summary="public catalog fields, for citation links",
+             responses=ERRORS)
+    async def product(product_id: str) -> dict[str, Any]:
+        from labkit.schema import load_products
+
+        for p in load_products():
+            if p.id == product_id:
+                return p.model_dump(include={"id", "name", "category", "brand", "price", "description",
+                                             "features", "weight_g", "rating"})
+        raise ApiError(404, "not_found", "no such product")
+
+    @app.post("/api/chat", summary="ask Contoso Chat", response_model=ChatAnswer, responses={
+        **ERRORS, 200: {"content": {"text/event-stream": {}}}})
+    async def chat(body: ChatRequest, request: Request, customer: str = Depends(signed_in)) -> Any:
+        if len(body.history) > settings.labkit_app_max_history_turns:
+            raise ApiError(422, "invalid_request",
+                           f"history has {len(body.history)} turns; the maximum is "
+                           f"{settings.labkit_app_max_history_turns}")
+        history = [t.model_dump() for t in body.history]
+        streaming = body.stream or "text/event-stream" in request.headers.get("accept", "")
+        log: dict[str, Any] = {"streamed": streaming}
+        started = time.monotonic()
+        queue = model_queue()
+        try:
+            await queue.acquire()
+        except QueueFull:
+            log.update(status=503, error_code="queue_full")
+            _log(log, customer, body.question, started)
+            raise ApiError(503, "queue_full", "the assistant is busy; retry shortly",
+                           {"Retry-After": str(queue.retry_after())}) from None
+        log["queue_wait_s"] = round(time.monotonic() - started, 4)
+        span = get_tracer().start_span("POST /api/chat", kind=trace.SpanKind.SERVER)
+        ctx = trace.set_span_in_context(span)
+        if streaming:
+            return StreamingResponse(_sse(body.question, customer, history, ctx, span, queue, log, started),
+                                     media_type="text/event-stream", headers=_SECURITY_HEADERS)
+        worker = asyncio.create_task(_in_context(ctx, flow.answer, body.question, customer, history, config))
+        try:
+            done, _ = await asyncio.wait({worker}, timeout=settings.labkit_app_timeout_s)
+            if not done:  # the model keeps its slot until the call returns
+                worker.add_done_callback(lambda _t: (queue.release(), span.end()))
+                log.update(status=504, error_code="timeout")
+                raise ApiError(504, "timeout", f"no answer within {settings.labkit_app_timeout_s:g} s")
+            queue.release()
+            span.end()
+            try:
+                result = worker.result()
+            except store.CustomerNotFound:
+                log.update(status=401, error_code="unauthorized")
+                raise ApiError(401, "unauthorized", "the customer of this sign-in no longer exists",
+                               {"WWW-Authenticate": "Bearer"}) from None
+            except (flow.FlowInputError, ValueError) as exc:
+                log.update(status=422, error_code="invalid_request")
+                raise ApiError(422, "invalid_request", str(exc)) from None
+            except Exception as exc:  # a downstream failure: say which kind, never the message
+                log.update(status=503, error_code="downstream_error")
+                raise ApiError(503, "downstream_error",
+                               f"a backend failed ({type(exc).__name__}); retry later",
+                               {"Retry-After": "10"}) from None
+            log.update(status=200, request_id=result.request_id, **_usage_fields(result))
+            return JSONResponse(_public(result), headers=_SECURITY_HEADERS)
+        finally:
+            _log(log, customer, body.question, started)
+
+    async def _sse(question: str, customer: str, history: list[dict[str, str]], ctx: Any, span: Any,
+                   queue: ModelQueue, log: dict[str, Any], started: float) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+        finished = asyncio.Event()
+
+        def produce() -> None:
+            pieces = flow.stream(question, customer, history, config)
+            try:
+                for item in pieces:
+                    loop.call_soon_threadsafe(items.put_nowait, item)
+                    if stop.is_set():
+                        break
+            except Exception as exc:  # noqa: BLE001 - reported to the client as an event
+                loop.call_soon_threadsafe(items.put_nowait, exc)
+            finally:
+                pieces.close()  # a client that left: the model stream is closed, the model freed
+                loop.call_soon_threadsafe(finished.set)
+
+        threading.Thread(target=lambda: _run_attached(ctx, produce), name="labkit-sse", daemon=True).start()
+        try:
+            while True:
+                item = await items.get()
+                if isinstance(item, flow.ChatResult):
+                    if item.blocked:
+                        yield _event("blocked", {"request_id": item.request_id})
+                    log.update(status=200, request_id=item.request_id, **_usage_fields(item))
+                    yield _event("done", _public(item))
+                    break
+                if isinstance(item, Exception):
+                    code = "invalid_request" if isinstance(item, flow.FlowInputError | ValueError) else \
+                        "downstream_error"
+                    log.update(status=200, error_code=code)
+                    yield _event("error", {"error": {"code": code, "message": str(item) if code ==
+                                                     "invalid_request" else "a backend failed; retry later"}})
+                    break
+                yield _event("delta", {"text": item})
+        finally:
+            stop.set()
+            log.setdefault("status", 499)  # the client left before the end
+            _log(log, customer, question, started)
+
+            async def release() -> None:
+                await finished.wait()  # the model is free only when the producer has left it
+                span.end()
+                queue.release()
+
+            asyncio.ensure_future(release())
+
+    def _log(log: dict[str, Any], customer: str, question: str, started: float) -> None:
+        log["latency_s"] = round(time.monotonic() - started, 4)
+        log.setdefault("flow_version", config.flow_version())
+        try:
+            requestlog.log_request(log, customer_id=customer, question=question, settings=settings)
+        except OSError:
+            pass  # a full disk must not fail the answer
+
+    @app.post("/api/feedback", summary="thumbs up or down on one of your answers", status_code=201,
+              responses=ERRORS)
+    async def feedback(body: Feedback, customer: str = Depends(signed_in)) -> dict[str, Any]:
+        mine = requestlog.customer_hash(customer, settings)
+        if not any(r.get("request_id") == body.request_id and r.get("customer") == mine
+                   for r in requestlog.read_requests(settings)):
+            raise ApiError(404, "not_found", "no answer with this request id for this sign-in")
+        record = {"time": time.time(), "request_id": body.request_id, "customer": mine, "rating": body.rating,
+                  "comment": body.comment}
+        path = settings.home / "feedback.jsonl"
+        with feedback_lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        return {"stored": True, "request_id": body.request_id}
+
+    return app
+
+
+def _usage_fields(result: flow.ChatResult) -> dict[str, Any]:
+    return {"input_tokens": result.usage.get("input_tokens"),
+            "output_tokens": result.usage.get("output_tokens"),
+            "tokens_estimated": bool(result.usage.get("estimated")), "flow_version": result.flow_version,
+            "model": result.model, "blocked": result.blocked}
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def _run_attached(ctx: Any, fn: Any, *args: Any) -> Any:
+    from opentelemetry import context as otel_context
+
+    token = otel_context.attach(ctx)
+    try:
+        return fn(*args)
+    finally:
+        otel_context.detach(token)
+
+
+async def _in_context(ctx: Any, fn: Any, *args: Any) -> Any:
+    return await asyncio.to_thread(_run_attached, ctx, fn, *args)
+
+
+def _readiness(settings: Settings) -> dict[str, bool]:
+    """Model, search and store: reachable now (local: the service answers; cloud: configured)."""
+    checks: dict[str, bool] = {}
+    try:
+        from labkit.services import status
+
+        local = {row["name"]: row["state"] == "running" for row in status(settings=settings)}
+    except Exception:  # noqa: BLE001
+        local = {}
+    for name, service in (("model", "chat"), ("search", "search")):
+        if settings.backend_for(service) == "local":  # type: ignore[arg-type]
+            checks[name] = bool(local.get(name))
+        else:
+            checks[name] = not settings.missing_for(service)  # type: ignore[arg-type]
+    try:
+        store.get_customer("C-001", settings=settings)
+        checks["store"] = True
+    except Exception:  # noqa: BLE001
+        checks["store"] = False
+    return checks
