@@ -11,6 +11,7 @@ never include keys or secrets: only names, counts, timings and (optionally) cont
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 from labkit.config import get_settings
 
@@ -99,6 +101,20 @@ def trace_store_path() -> Path:
     return get_settings().home / "traces.sqlite"
 
 
+class _SystemRandomIds(IdGenerator):
+    """Trace and span ids from the operating system's random source. OpenTelemetry's default uses
+    the `random` module, which notebooks seed (labkit.setup(seed=...)) and libraries may re-seed:
+    request ids would then repeat across kernels and processes and mix traces in one store."""
+
+    _random = random.SystemRandom()
+
+    def generate_span_id(self) -> int:
+        return self._random.getrandbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return self._random.getrandbits(128) or 1
+
+
 def tracer_provider() -> TracerProvider:
     """The one process-wide tracer provider, exporting to the current LABKIT_HOME's trace store.
 
@@ -112,7 +128,7 @@ def tracer_provider() -> TracerProvider:
             if isinstance(current, TracerProvider):
                 provider = current
             else:
-                provider = TracerProvider()
+                provider = TracerProvider(id_generator=_SystemRandomIds())
                 trace.set_tracer_provider(provider)
             provider.add_span_processor(SimpleSpanProcessor(SqliteSpanExporter()))
             _provider = provider

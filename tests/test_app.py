@@ -44,8 +44,10 @@ class Service:
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     with module_home(tmp_path_factory, "app-home") as settings:
         port = free_port()
+        # a loaded 2-core machine can take minutes per answer: the app's own 180 s limit would turn a
+        # slow answer into a 504 here (the 504 path is not what these tests are about)
         env = {**os.environ, "AZURE_OPENAI_API_KEY": CANARY, "LABKIT_APP_RATE_PER_MINUTE": "60000",
-               "LABKIT_APP_RATE_BURST": "1000"}
+               "LABKIT_APP_RATE_BURST": "1000", "LABKIT_APP_TIMEOUT_S": "900"}
         log = settings.home / "app.log"
         settings.home.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:
@@ -216,12 +218,20 @@ def test_the_canary_secret_never_leaves_the_process(local: Service) -> None:
 
 
 def test_one_trace_per_request_with_the_request_span_as_root(local: Service) -> None:
+    """FastAPI's own request span (it emits spans to the global provider, which is labkit's) is the root;
+    the flow's contoso_chat span sits under it, in the trace whose id is the request_id."""
     from labkit.tracing import get_trace
 
-    body = local.ask(local.token("C-008"), question="Do you sell a compass?").json()
-    spans = get_trace(body["request_id"], path=local.settings.home / "traces.sqlite")
-    by_name = {s["name"]: s for s in spans}
-    (root,) = [s for s in spans if s["parent_id"] is None]
-    assert root["name"] == "POST /api/chat"
-    assert by_name["contoso_chat"]["parent_id"] == root["span_id"]
+    response = local.ask(local.token("C-008"), question="Do you sell a compass?")
+    assert response.status_code == 200, response.text
+    spans = get_trace(response.json()["request_id"], path=local.settings.home / "traces.sqlite")
+    by_id = {s["span_id"]: s for s in spans}
+    roots = [s for s in spans if s["parent_id"] is None]
+    assert len(roots) == 1, [(s["name"], s["span_id"], s["parent_id"]) for s in spans]
+    (chat,) = [s for s in spans if s["name"] == "contoso_chat"]
+    ancestors, node = [], chat
+    while node["parent_id"] is not None and node["parent_id"] in by_id:
+        node = by_id[node["parent_id"]]
+        ancestors.append(node["name"])
+    assert "labkit.request" in ancestors and node is roots[0], ancestors
     assert any(s["operation"] == "chat" for s in spans)

@@ -9,8 +9,6 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 
 class TokenBucket:
@@ -50,27 +48,13 @@ class ModelQueue:
         self.waiting = 0
         self.active = 0
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[float]:
-        """Wait for the model; yields the seconds spent waiting."""
-        if self.waiting >= self.max_waiting and self._semaphore.locked():
-            raise QueueFull()
-        start = time.monotonic()
-        self.waiting += 1
-        try:
-            await self._semaphore.acquire()
-        finally:
-            self.waiting -= 1
-        self.active += 1
-        try:
-            yield time.monotonic() - start
-        finally:
-            self.active -= 1
-            self._semaphore.release()
+    def full(self) -> bool:
+        """True when one more request would have to wait beyond `max_waiting`."""
+        return self.waiting >= self.max_waiting and self._semaphore.locked()
 
     async def acquire(self) -> None:
         """Wait for the model (QueueFull when too many already wait); pair with `release()`."""
-        if self.waiting >= self.max_waiting and self._semaphore.locked():
+        if self.full():
             raise QueueFull()
         self.waiting += 1
         try:

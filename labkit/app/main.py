@@ -32,7 +32,7 @@ from labkit import flow, requestlog, store
 from labkit.app.limits import ModelQueue, QueueFull, TokenBucket
 from labkit.app.tokens import AuthError, TokenStore
 from labkit.config import Settings, get_settings
-from labkit.tracing import get_tracer
+from labkit.tracing import get_tracer, tracer_provider
 
 _CUSTOMER_FIELD = re.compile(r"customer|user[_-]?id", re.I)
 _SECURITY_HEADERS = {
@@ -134,6 +134,7 @@ ERRORS = {status: {"model": ErrorResponse} for status in (401, 404, 413, 422, 42
 def create_app(settings: Settings | None = None, config: flow.FlowConfig | None = None) -> FastAPI:
     settings = settings or get_settings()
     config = config or flow.FlowConfig()
+    tracer_provider()  # installed as the global provider before the first request: FastAPI's spans join
     tokens = TokenStore(settings)
     bucket = TokenBucket(settings.labkit_app_rate_per_minute / 60.0, settings.labkit_app_rate_burst)
     slots = 1 if settings.backend_for("chat") == "local" else 4  # llama.cpp answers one request at a time
@@ -270,28 +271,27 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
         log: dict[str, Any] = {"streamed": streaming}
         started = time.monotonic()
         queue = model_queue()
-        try:
-            await queue.acquire()
-        except QueueFull:
+        if queue.full():
             log.update(status=503, error_code="queue_full")
             _log(log, customer, body.question, started)
             raise ApiError(503, "queue_full", "the assistant is busy; retry shortly",
-                           {"Retry-After": str(queue.retry_after())}) from None
-        log["queue_wait_s"] = round(time.monotonic() - started, 4)
-        span = get_tracer().start_span("POST /api/chat", kind=trace.SpanKind.SERVER)
-        ctx = trace.set_span_in_context(span)
-        if streaming:
-            return StreamingResponse(_sse(body.question, customer, history, ctx, span, queue, log, started),
+                           {"Retry-After": str(queue.retry_after())})
+        if streaming:  # it queues when the stream starts: nothing is held if it never does
+            return StreamingResponse(_sse(body.question, customer, history, queue, log, started),
                                      media_type="text/event-stream", headers=_SECURITY_HEADERS)
-        worker = asyncio.create_task(_in_context(ctx, flow.answer, body.question, customer, history, config))
+        await queue.acquire()
+        log["queue_wait_s"] = round(time.monotonic() - started, 4)
+        span = get_tracer().start_span("labkit.request")
+        worker = asyncio.create_task(_in_context(trace.set_span_in_context(span), flow.answer, body.question,
+                                                 customer, history, config))
+        # the model's place is given back when the call returns, even if this request times out or the
+        # client goes away (the call cannot be interrupted; the next request must not run beside it)
+        worker.add_done_callback(lambda _t: (queue.release(), span.end()))
         try:
             done, _ = await asyncio.wait({worker}, timeout=settings.labkit_app_timeout_s)
-            if not done:  # the model keeps its slot until the call returns
-                worker.add_done_callback(lambda _t: (queue.release(), span.end()))
+            if not done:
                 log.update(status=504, error_code="timeout")
                 raise ApiError(504, "timeout", f"no answer within {settings.labkit_app_timeout_s:g} s")
-            queue.release()
-            span.end()
             try:
                 result = worker.result()
             except store.CustomerNotFound:
@@ -311,8 +311,18 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
         finally:
             _log(log, customer, body.question, started)
 
-    async def _sse(question: str, customer: str, history: list[dict[str, str]], ctx: Any, span: Any,
-                   queue: ModelQueue, log: dict[str, Any], started: float) -> AsyncIterator[bytes]:
+    async def _sse(question: str, customer: str, history: list[dict[str, str]], queue: ModelQueue,
+                   log: dict[str, Any], started: float) -> AsyncIterator[bytes]:
+        try:
+            await queue.acquire()
+        except QueueFull:
+            log.update(status=503, error_code="queue_full")
+            _log(log, customer, question, started)
+            yield _event("error", {"error": {"code": "queue_full", "message": "busy; retry shortly"}})
+            return
+        log["queue_wait_s"] = round(time.monotonic() - started, 4)
+        span = get_tracer().start_span("labkit.request")
+        ctx = trace.set_span_in_context(span)
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
