@@ -40,6 +40,9 @@ def test_up_twice_reuses_and_second_process_reuses(isolated_home: Settings) -> N
     rows = {r["name"]: r for r in status(settings=isolated_home)}
     assert rows["model"]["state"] == "running"
     assert isolated_home.labkit_local_chat_model in rows["model"]["models"]
+    # the model server spins only briefly between llama.cpp steps (see manager._start)
+    environ = Path(f"/proc/{first.pid}/environ").read_bytes().split(b"\0")
+    assert any(e.startswith(b"GOMP_SPINCOUNT=") for e in environ)
 
 
 def test_cli_up_twice_then_down_leaves_no_process(isolated_home: Settings) -> None:

@@ -298,6 +298,13 @@ def _start(spec: ServiceSpec, settings: Settings, timeout: float) -> ServiceStat
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.logs_dir / f"{spec.name}.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # llama.cpp's OpenMP threads spin-wait between steps (libgomp's default spin count is large).
+    # When anything else wants the CPU (a test suite, a notebook kernel, another learner's job on a
+    # shared machine) the spinning threads fight for the cores and a model call became 8-20x slower
+    # (1.6 s -> 28-43 s for one 32-token answer with two busy processes on 2 cores). A short spin
+    # then sleep keeps the unloaded speed (1.62 s either way) and 3.4 s under that load; PASSIVE
+    # costs 50% when unloaded. A value the user set wins.
+    env.setdefault("GOMP_SPINCOUNT", "20000")
     with open(log_path, "ab") as log:
         log.write(f"\n--- starting {spec.name} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         log.flush()
