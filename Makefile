@@ -32,6 +32,7 @@ benchmarks: setup
 	$(PY) benchmarks/model_service.py
 	$(PY) benchmarks/search_service.py
 	$(PY) benchmarks/eval_throughput.py
+	$(PY) benchmarks/service.py
 
 clean:            ## stop services and remove build output and local state (keeps .venv)
 	-$(PY) -m labkit.cli services down

@@ -65,7 +65,8 @@ def setup(no_services: Annotated[bool, typer.Option("--no-services", help="Do no
 @services_app.command("up")
 @_friendly
 def services_up(
-    only: Annotated[list[str] | None, typer.Option("--only", help="model or search")] = None,
+    only: Annotated[list[str] | None,
+                    typer.Option("--only", help="model, search or app (the app brings the others)")] = None,
 ) -> None:
     """Start the local services the configuration needs (reuses running ones)."""
     from labkit.services import ensure_running

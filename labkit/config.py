@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     labkit_app_queue_max: int = 8               # requests waiting for the model beyond this: 503
     labkit_app_timeout_s: float = 180.0         # one answer, end to end: 504 after this
     labkit_app_cors_origins: str = ""           # comma-separated allow-list; empty: no cross-origin access
+    labkit_app_config: str | None = None        # FlowConfig file for the background `app` service
+    labkit_app_model_slots: int | None = None   # answers at once; default 1 local (llama.cpp), 4 cloud
 
     # Azure OpenAI (key optional: without it, Entra ID through azure-identity)
     azure_openai_endpoint: str | None = None

@@ -60,6 +60,10 @@ class FlowConfig(BaseModel):
     top_k: int = Field(default=3, ge=1, le=50)  # documents per query
     max_documents: int = Field(default=5, ge=1, le=50)
     max_context_words: int = Field(default=1200, ge=50)  # documents are trimmed to fit the model's window
+    # "head": each document's first words; "focused": the lines and sentences that share most words
+    # with the question, in document order (small models: short passages that still hold the fact)
+    passages: Literal["head", "focused"] = "head"
+    write_queries: bool = True  # False: search with the question alone (no query-writing model call)
     retrieval_mode: Literal["keyword", "vector", "hybrid", "none"] = "hybrid"
     use_filters: bool = True
     guards: bool = False
@@ -69,7 +73,8 @@ class FlowConfig(BaseModel):
 
     def flow_version(self) -> str:
         hashes = [load_prompt(self.prompt).sha256, load_prompt(self.query_prompt).sha256]
-        blob = json.dumps({"config": self.model_dump(), "prompts": hashes}, sort_keys=True)
+        blob = json.dumps({"config": self.model_dump(), "prompts": hashes,
+                           "model": models.model_identity(self.chat_model)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -241,6 +246,60 @@ def fit_documents(docs: list[dict[str, Any]], budget_words: int) -> list[dict[st
     return out
 
 
+_WORD_RE = re.compile(r"[a-z0-9]+(?:[-./][a-z0-9]+)*")
+_STOP = frozenset("a an and are as at be but by can do does for from has have how i if in is it its me "
+                  "my of on or so that the their them there these this to was what when where which who "
+                  "will with would you your much many any".split())
+
+
+def _terms(text: str) -> set[str]:
+    """Lower-case words without stop words, a plural 's' dropped (a crude, language-free stem)."""
+    out = set()
+    for w in _WORD_RE.findall(text.lower()):
+        if w not in _STOP:
+            out.add(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w)
+    return out
+
+
+def _pieces(content: str) -> list[str]:
+    """A document as lines, with long prose lines split into sentences."""
+    pieces: list[str] = []
+    for line in content.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if len(line.split()) > 25 and not line.startswith("|"):
+            pieces.extend(p.strip() for p in re.split(r"(?<=[.!?])\s+(?=[A-Z0-9])", line) if p.strip())
+        else:
+            pieces.append(line)
+    return pieces
+
+
+def focus_documents(docs: list[dict[str, Any]], question: str, budget_words: int) -> list[dict[str, Any]]:
+    """Like `fit_documents`, but each document keeps its first line (what it is) and then the lines
+    and sentences sharing most words with the question, in document order, within its share."""
+    if not docs:
+        return docs
+    share = max(budget_words // len(docs), 30)
+    asked = _terms(question)
+    out = []
+    for d in docs:
+        pieces = _pieces(d["content"])
+        if sum(len(p.split()) for p in pieces) <= share or not pieces:
+            out.append(d)
+            continue
+        ranked = sorted(range(1, len(pieces)), key=lambda i: (-len(asked & _terms(pieces[i])), i))
+        keep, used = {0}, len(pieces[0].split())
+        for i in ranked:
+            n = len(pieces[i].split())
+            if used + n > share:
+                continue
+            keep.add(i)
+            used += n
+        out.append({**d, "content": "\n".join(pieces[i] for i in sorted(keep))})
+    return out
+
+
 def split_citations(text: str, retrieved: set[str]) -> tuple[list[str], list[str]]:
     """Cited product ids that were retrieved (kept) and those that were not (dropped), in order."""
     cited = list(dict.fromkeys(CITATION_RE.findall(text)))
@@ -338,13 +397,17 @@ class _Run:
         self._timed("retrieval", t)
 
         t = time.perf_counter()
-        docs = fit_documents([d.model_dump() for d in documents], self.config.max_context_words)
+        found = [d.model_dump() for d in documents]
+        docs = (focus_documents(found, self.question, self.config.max_context_words)
+                if self.config.passages == "focused" else fit_documents(found, self.config.max_context_words))
         self.messages = self.prompt.render(question=self.question, customer=customer, documents=docs,
                                            history=self.history)
         self._timed("prompt", t)
         return True
 
     def generate_queries(self) -> list[str]:
+        if not self.config.write_queries:
+            return with_focus([self.question], self.question, self.history)[:4]
         params = self.query_prompt.call_arguments(self.config.chat_model)
         with self.tracer.start_as_current_span("generate_queries"), \
                 self.tracer.start_as_current_span(f"chat {self.model}") as span:
@@ -521,3 +584,18 @@ def stream(question: str, customer_id: str, history: list[dict[str, str]] | None
     """
     run = _Run(question, customer_id, history, config)
     yield from _execute(run, streaming=True)
+
+
+def prepare(question: str, customer_id: str, history: list[dict[str, str]] | None = None,
+            config: FlowConfig | None = None) -> tuple[ChatResult, list[dict[str, str]]]:
+    """The steps before the answer (customer, queries, retrieval, prompt) without the answer: the
+    result so far (`context`, `queries`, `filter`) and the messages the model would be given.
+
+    For looking at what the model reads (notebooks/03_build_rag_flow.ipynb) and for checks on it
+    (tests/test_app.py: signed in as one customer, nothing of another reaches the context). The query
+    writer still calls the chat model; an unavailable catalog gives an empty message list.
+    """
+    run = _Run(question, customer_id, history, config)
+    with run.tracer.start_as_current_span("contoso_chat.prepare", context=_parent_context()):
+        ready = run.prepare()
+    return run.result, (run.messages if ready else [])

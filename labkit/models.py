@@ -59,6 +59,40 @@ def chat_model_name(settings: Settings | None = None) -> str:
     return settings.labkit_local_chat_model
 
 
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, cached by path, size and modification time (adapters are hashed per answer)."""
+    import hashlib
+
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _FILE_HASHES[key] = digest.hexdigest()
+    return _FILE_HASHES[key]
+
+
+def model_identity(model: str | None = None, settings: Settings | None = None) -> dict[str, str | None]:
+    """The resolved model name and, for a local model served with a LoRA adapter (notebook
+    05_fine_tune), the adapter file's sha256: what `FlowConfig.flow_version()` hashes, so two adapters
+    under one name, or the default model on two backends, never share a flow version."""
+    settings = settings or get_settings()
+    name = model or chat_model_name(settings)
+    adapter = None
+    if settings.backend_for("chat") == "local":
+        from labkit.services.manager import registered_models
+
+        lora = (registered_models(settings).get(name) or {}).get("lora")
+        if lora and Path(lora).is_file():
+            adapter = file_sha256(lora)
+    return {"model": name, "backend": settings.backend_for("chat"), "adapter_sha256": adapter}
+
+
 def _azure_token_provider() -> Any:
     from azure.identity import DefaultAzureCredential, get_bearer_token_provider
 

@@ -74,7 +74,11 @@ def start_runner_process(tmp_path: Path, out: Path, rows: list[dict], proxy: Fau
     certainly still in flight, however fast the machine is. The process prints its status."""
     rows_file = tmp_path / "rows.jsonl"
     rows_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    script = ("from labkit.evaluation import runner\n"
+    # Ctrl-C as in a terminal: a job started in the background by a non-interactive shell (nohup,
+    # `cmd &` in a CI script) inherits SIGINT *ignored*, and Python then installs no KeyboardInterrupt
+    # handler, so the test's SIGINT would be dropped and the runner would wait for the held rows forever
+    script = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+              "from labkit.evaluation import runner\n"
               f"r = runner.evaluate({str(rows_file)!r}, target=runner.bare_model_target(max_tokens=4), "
               f"target_name='light', out={str(out)!r}, concurrency=2, progress=False)\n"
               "print('STATUS', r.status, r.exit_code)\n")

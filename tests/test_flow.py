@@ -209,3 +209,21 @@ def test_inside_a_callers_span_the_flow_joins_its_trace(local: Settings) -> None
     alone = flow.answer("Do you sell a compass?", "C-003", config=CONFIG)  # outside any span: its own trace
     assert alone.request_id != trace_id and [s["name"] for s in get_trace(alone.request_id)
                                             if s["parent_id"] is None] == ["contoso_chat"]
+
+
+def test_flow_version_hashes_the_resolved_model_and_the_adapter(clean_env, tmp_path) -> None:
+    """`chat_model=None` resolves to the backend's model, and a LoRA adapter's bytes count: two
+    adapters served under one name never share a flow version."""
+    from labkit.services.manager import default_model_path, register_model
+
+    config = flow.FlowConfig(chat_model="contoso-ft")
+    local_default = flow.FlowConfig().flow_version()
+    adapter = tmp_path / "adapter.gguf"
+    adapter.write_bytes(b"first adapter")
+    register_model("contoso-ft", default_model_path(), adapter)
+    first = config.flow_version()
+    adapter.write_bytes(b"second adapter, retrained")
+    assert config.flow_version() != first
+    clean_env.setenv("LABKIT_CHAT_BACKEND", "openai")
+    clean_env.setenv("OPENAI_API_KEY", "sk-test")
+    assert flow.FlowConfig().flow_version() != local_default  # another model behind chat_model=None

@@ -54,7 +54,7 @@ def test_cli_up_twice_then_down_leaves_no_process(isolated_home: Settings) -> No
     assert len(_processes_mentioning(config)) == 1
     listed = json.loads(subprocess.run([*run, "status", "--json"], check=True, timeout=60, env=env,
                                        capture_output=True, text=True).stdout)
-    assert {r["name"] for r in listed} == {"model", "search"}
+    assert {r["name"] for r in listed} == {"model", "search", "app"}
     assert all("keys" not in r for r in listed)
     subprocess.run([*run, "down"], check=True, timeout=60, env=env, capture_output=True)
     assert _processes_mentioning(config) == []

@@ -104,6 +104,30 @@ class Feedback(BaseModel):
     comment: str | None = Field(default=None, max_length=2000)
 
 
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, bool]
+
+
+class Product(BaseModel):
+    """Public catalog fields (the product pages' citation links)."""
+
+    id: str
+    name: str
+    category: str
+    brand: str
+    price: float
+    description: str
+    features: list[str]
+    weight_g: float | None
+    rating: float | None
+
+
+class Stored(BaseModel):
+    stored: bool
+    request_id: str
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
@@ -137,7 +161,9 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
     tracer_provider()  # installed as the global provider before the first request: FastAPI's spans join
     tokens = TokenStore(settings)
     bucket = TokenBucket(settings.labkit_app_rate_per_minute / 60.0, settings.labkit_app_rate_burst)
-    slots = 1 if settings.backend_for("chat") == "local" else 4  # llama.cpp answers one request at a time
+    slots = settings.labkit_app_model_slots or (1 if settings.backend_for("chat") == "local" else 4)
+    if slots < 1:  # llama.cpp answers one request at a time; a cloud deployment's quota allows more
+        raise ValueError("LABKIT_APP_MODEL_SLOTS must be at least 1")
     queue_holder: dict[str, ModelQueue] = {}
     feedback_lock = threading.Lock()
 
@@ -239,7 +265,7 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", summary="model, search and store are reachable",
+    @app.get("/ready", summary="model, search and store are reachable", response_model=Readiness,
              responses={503: {"model": ErrorResponse}})
     async def ready() -> JSONResponse:
         checks = await asyncio.to_thread(_readiness, settings)
@@ -249,7 +275,7 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
         return JSONResponse({"ready": True, "checks": checks}, headers=_SECURITY_HEADERS)
 
     @app.get("/api/products/{product_id}", summary="public catalog fields, for citation links",
-             responses=ERRORS)
+             response_model=Product, responses=ERRORS)
     async def product(product_id: str) -> dict[str, Any]:
         from labkit.schema import load_products
 
@@ -380,7 +406,7 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
             pass  # a full disk must not fail the answer
 
     @app.post("/api/feedback", summary="thumbs up or down on one of your answers", status_code=201,
-              responses=ERRORS)
+              response_model=Stored, responses=ERRORS)
     async def feedback(body: Feedback, customer: str = Depends(signed_in)) -> dict[str, Any]:
         mine = requestlog.customer_hash(customer, settings)
         if not any(r.get("request_id") == body.request_id and r.get("customer") == mine

@@ -31,7 +31,7 @@ from labkit.config import ConfigError, Settings, get_settings
 from labkit.services.search_service import launch_argv as search_launch_argv
 
 DEFAULT_MODEL_FILE_GLOB = "*.gguf"
-SERVICE_NAMES = ("model", "search")
+SERVICE_NAMES = ("model", "search", "app")  # app: the chat HTTP service (started only when asked)
 
 
 class ServiceError(RuntimeError):
@@ -176,11 +176,32 @@ def _search_spec(settings: Settings) -> ServiceSpec:
     )
 
 
+def _app_spec(settings: Settings) -> ServiceSpec:
+    argv = [sys.executable, "-m", "labkit.services.app", "--port", str(settings.labkit_app_port)]
+    config: dict = {"port": settings.labkit_app_port, "flow_config": None}
+    if settings.labkit_app_config:
+        path = Path(settings.labkit_app_config).resolve()
+        if not path.is_file():
+            raise ServiceError(f"LABKIT_APP_CONFIG names a file that does not exist: {path}")
+        argv += ["--config", str(path)]
+        config["flow_config"] = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return ServiceSpec(
+        name="app",
+        port=settings.labkit_app_port,
+        argv=argv,
+        health_path="/health",
+        port_variable="LABKIT_APP_PORT",
+        config=config,
+    )
+
+
 def _spec(name: str, settings: Settings) -> ServiceSpec:
     if name == "model":
         return _model_spec(settings)
     if name == "search":
         return _search_spec(settings)
+    if name == "app":
+        return _app_spec(settings)
     raise ServiceError(f"unknown service {name!r}; known: {', '.join(SERVICE_NAMES)}")
 
 
@@ -375,6 +396,9 @@ def ensure_running(
     """
     settings = settings or get_settings()
     wanted = list(names) if names is not None else needed_services(settings)
+    if "app" in wanted:  # the app needs the model and search services first, and comes last
+        wanted = [n for n in needed_services(settings) if n not in wanted] + \
+            [n for n in wanted if n != "app"] + ["app"]
     timeout = timeout or settings.labkit_start_timeout_s
     out: dict[str, ServiceState] = {}
     with _lock(settings):
@@ -402,7 +426,7 @@ def stop(names: Iterable[str] | None = None, settings: Settings | None = None) -
     settings = settings or get_settings()
     stopped = []
     with _lock(settings):
-        for name in names or SERVICE_NAMES:
+        for name in names or tuple(reversed(SERVICE_NAMES)):  # the app first: it calls the others
             state = _read_state(settings, name)
             if state is None:
                 continue
@@ -419,7 +443,8 @@ def status(settings: Settings | None = None) -> list[dict]:
     rows = []
     for name in SERVICE_NAMES:
         state = _read_state(settings, name)
-        port = settings.labkit_model_port if name == "model" else settings.labkit_search_port
+        port = {"model": settings.labkit_model_port, "search": settings.labkit_search_port,
+                "app": settings.labkit_app_port}[name]
         row: dict = {"name": name, "base_url": f"http://127.0.0.1:{port}", "state": "stopped",
                      "pid": None, "models": [], "log": str(settings.logs_dir / f"{name}.log")}
         if state:
