@@ -187,6 +187,9 @@ class Prompt:
                 continue
             if key == "response_format":
                 args[key] = map_response_format(value, backend, self.name)
+            elif key in LLAMA_CPP_ONLY:  # llama.cpp sampling options: sent to it, omitted for the cloud
+                if backend == "local":
+                    args.setdefault("extra_body", {})[key] = value
             else:
                 args[key] = value
         return args
@@ -202,6 +205,11 @@ class Prompt:
 
         messages = self.render(**inputs)
         return models.chat(messages, client=client, **self.call_arguments(model, params))
+
+
+# Sampling options only the llama.cpp server knows. Its default repeat_penalty is 1.1, which can
+# suppress a copied id or a "Sources:" line the answer must repeat (docs: fine-tuning guide).
+LLAMA_CPP_ONLY = frozenset({"repeat_penalty", "top_k", "min_p"})
 
 
 def map_response_format(value: Any, backend: str, name: str = "output") -> Any:

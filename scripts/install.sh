@@ -67,6 +67,13 @@ if ! ls "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; th
   rmdir "$TMP_DIR" 2>/dev/null || true
 fi
 
+# 1b. The same release's source archive, kept beside the wheel: notebook 05 converts a LoRA adapter
+#     to GGUF with llama.cpp's convert_lora_to_gguf.py, which ships only in the sdist (read at run
+#     time from this cache, never downloaded then).
+if ! ls "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz >/dev/null 2>&1; then
+  run "$PY" -m pip download -q --no-deps --no-binary :all: -d "$WHEEL_DIR" "llama-cpp-python==$LLAMA_VERSION"
+fi
+
 # 2. Everything else, with the llama wheel from the cache only (a missing wheel fails loudly
 #    instead of silently compiling the native, crashing variant).
 echo "install: installing requirements into $("$PY" -c 'import sys; print(sys.prefix)')"

@@ -79,8 +79,11 @@ def test_the_install_script_builds_llama_non_native_and_installs_only_that_wheel
     out = subprocess.run(["bash", "scripts/install.sh", "--here"], cwd=REPO_ROOT, env=env, capture_output=True,
                          text=True, check=True).stdout
     runs = [shlex.split(line)[1:] for line in out.splitlines() if line.startswith("RUN ")]
-    assert len(runs) == 4, out
-    build, base, nodeps, editable = runs
+    assert len(runs) == 5, out
+    build, sdist, base, nodeps, editable = runs
+    # the same release's source archive is kept beside the wheel (notebook 05's adapter converter)
+    assert sdist[2:4] == ["pip", "download"] and {"--no-deps", "--no-binary"} <= set(sdist)
+    assert sdist[sdist.index("-d") + 1].startswith(str(tmp_path / "wheels")) and sdist[-1] == build[-1]
     assert build[:2] == ["env", "CMAKE_ARGS=-DGGML_NATIVE=OFF"] and build[3:6] == ["-m", "pip", "wheel"]
     assert {"--no-deps", "--no-binary"} <= set(build)
     assert build[-1] == "llama-cpp-python==" + re.search(r"==([0-9.]+)", _requirement_lines("llama.txt")[0])[1]

@@ -213,6 +213,15 @@ def test_parameters_map_onto_the_local_backend(clean_env) -> None:
     assert overridden["model"] == "other" and overridden["max_tokens"] == 8 and "seed" not in overridden
 
 
+def test_llama_cpp_sampling_options_go_to_the_local_server_only(clean_env) -> None:
+    small = load_prompt("contoso_chat_small")
+    local = small.call_arguments(backend="local")
+    assert local["extra_body"] == {"repeat_penalty": 1.0} and "repeat_penalty" not in local
+    for backend in ("azure", "openai"):  # the cloud SDKs would refuse an unknown argument
+        cloud = small.call_arguments(backend=backend)
+        assert "extra_body" not in cloud and "repeat_penalty" not in cloud
+
+
 def test_response_format_maps_both_ways() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "string"}}}
     openai_form = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
