@@ -330,6 +330,26 @@ def tokens_revoke(
 
 @app.command()
 @_friendly
+def finetune(
+    name: Annotated[str, typer.Option("--name", help="model name to serve the adapter under")] = "contoso-ft",
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="optimizer steps (default: the "
+                                                  "reference adapter's)")] = None,
+    rebuild_data: Annotated[bool, typer.Option("--rebuild-data", help="regenerate data/finetune")] = False,
+    out: Annotated[str | None, typer.Option("--out", help="default LABKIT_HOME/finetune/NAME")] = None,
+) -> None:
+    """Fine-tune the local model (LoRA on the CPU) on data/finetune and serve it as NAME (notebook 05)."""
+    from labkit.finetune.pipeline import finetune as run_finetune
+    from labkit.services import ensure_running
+
+    ensure_running()
+    done = run_finetune(out, name=name, max_steps=max_steps, rebuild_data=rebuild_data)
+    console.print(done["train"].summary())
+    console.print(f"adapter {done['gguf']} ({done['gguf_bytes'] / 1e6:.1f} MB) served as model {name!r}; "
+                  f"use it with a FlowConfig such as eval/small.json (chat_model={name!r})")
+
+
+@app.command()
+@_friendly
 def serve(
     host: Annotated[str, typer.Option("--host", help="bind address (keep 127.0.0.1 unless deploying)")]
     = "127.0.0.1",

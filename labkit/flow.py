@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from labkit import models, search, store
 from labkit.config import get_settings
 from labkit.prompts import load_prompt
-from labkit.schema import CATEGORIES, PRODUCT_ID_IN_TEXT_RE, load_products
+from labkit.schema import CATEGORIES, PRODUCT_ID_IN_TEXT_RE, load_products, short_name
 from labkit.tracing import capture_content, get_tracer
 
 CITATION_RE = PRODUCT_ID_IN_TEXT_RE  # [P-004], (P-004) or a bare P-004: all count as citations
@@ -125,6 +125,7 @@ def products_mentioned(text: str) -> list[str]:
     forms = [(pid, name.lower()) for pid, name in names.items()]
     forms += [(pid, " ".join(name.lower().split()[:3])) for pid, name in names.items()]
     forms += [(pid, " ".join(name.lower().split()[:2])) for pid, name in names.items()]
+    forms += [(pid, short_name(name).lower()) for pid, name in names.items()]  # "Spark stove"
     for pid in names:
         for m in re.finditer(re.escape(pid), text):
             found.setdefault(pid, (m.start(), -len(pid)))
@@ -471,7 +472,14 @@ class _Run:
                                score=float(h["score"]), content=h.get("content") or "")
                 if doc.id not in best or best[doc.id].score < doc.score:
                     best[doc.id] = doc
-        return sorted(best.values(), key=lambda d: -d.score)[: cfg.max_documents]
+        ranked = sorted(best.values(), key=lambda d: -d.score)
+        named = products_mentioned(self.question)
+        if cfg.passages == "focused" and len(named) > 1:
+            # few passages: a question about several products gets the best passage of each first
+            first = [next(d for d in ranked if d.product_id == pid) for pid in named
+                     if any(d.product_id == pid for d in ranked)]
+            ranked = first + [d for d in ranked if d not in first]
+        return ranked[: cfg.max_documents]
 
     def _ensure_index(self, client: Any) -> None:
         """Build a missing `products-<strategy>` index once, so a fresh machine can answer."""

@@ -144,6 +144,18 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
     return raw
 
 
+def short_name(name: str) -> str:
+    """What customers call a product: 'Skyfall 2 UL Backpacking Tent' -> 'Skyfall 2 UL',
+    'Spark Pro Regulated Canister Stove' -> 'Spark Pro', 'Spark Canister Stove' -> 'Spark stove'."""
+    words = name.split()
+    for i, w in enumerate(words):
+        if i > 0 and any(ch.isdigit() for ch in w):
+            return " ".join(words[: i + 1 + (words[i + 1 : i + 2] == ["UL"])])
+    if len(words) > 2 and words[1] in {"Mid", "Pro", "Lite", "Plus"}:
+        return " ".join(words[:2])
+    return f"{words[0]} {words[-1].lower()}" if len(words) > 1 else name
+
+
 def load_products(data_dir: Path | str | None = None) -> list[Product]:
     return [Product.model_validate(row) for row in _read_json(_dir(data_dir) / "products.json")]
 

@@ -195,11 +195,15 @@ class IndexReport:
 
 
 def build_index(strategy: str, settings: Settings | None = None, batch_size: int = 100,
-                progress: bool = False) -> IndexReport:
-    """Create or update `products-<strategy>`, embed its chunks and upload them (idempotent)."""
+                progress: bool = False, *, name: str | None = None,
+                chunks: list[Chunk] | None = None) -> IndexReport:
+    """Create or update `products-<strategy>`, embed its chunks and upload them (idempotent).
+
+    `name` and `chunks` build another index from changed chunks of a strategy (notebook 05's
+    counterfactual copy of the catalog)."""
     settings = settings or get_settings()
-    name = index_name(strategy)
-    chunks = build_chunks(strategy)
+    name = name or index_name(strategy)
+    chunks = chunks if chunks is not None else build_chunks(strategy)
     t0 = time.perf_counter()
     vectors = models.embed_cached([f"{c.title}\n{c.content}" for c in chunks], settings=settings)
     embed_s = time.perf_counter() - t0

@@ -77,7 +77,21 @@ def check_04(nb: Any) -> list[str]:
     return problems
 
 
-CHECKS: dict[str, Callable[[Any], list[str]]] = {"00": check_00, "02": check_02, "03": check_03, "04": check_04}
+def check_05(nb: Any) -> list[str]:
+    problems = []
+    if not _has_image(_code_cell(nb, "demo = train.train_lora(")):
+        problems.append("05: the demo training shows no loss curve")
+    committed = _text(_code_cell(nb, "full = compare.load()"))
+    if "fine-tuned+RAG - base+RAG, fact_recall.value" not in committed:
+        problems.append("05: the committed comparison does not show the paired fact-recall difference")
+    probed = _text(_code_cell(nb, "chosen = probe.swaps("))
+    if probed.count("follows the passage in") < 2:
+        problems.append("05: the probe does not report both variants")
+    return problems
+
+
+CHECKS: dict[str, Callable[[Any], list[str]]] = {"00": check_00, "02": check_02, "03": check_03, "04": check_04,
+                                                 "05": check_05}
 
 
 def problems_in(path: Any) -> list[str]:

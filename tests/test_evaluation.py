@@ -225,3 +225,17 @@ def test_variance_summary_counts_agreement_spread_and_unmeasured() -> None:
     assert v.mean_sd == pytest.approx((0 + 1 + (2 / 3) ** 0.5) / 3)
     empty = variance_summary("fluency", [[None, None]], {})
     assert empty.compared == 0 and empty.all_agree is None and empty.unmeasured == 2
+
+
+def test_the_format_evaluator_wants_a_greeting_and_a_matching_sources_line() -> None:
+    from labkit.evaluation.deterministic import FormatEvaluator
+
+    fmt = FormatEvaluator()
+    row = {"customer_id": "C-001", "category": "product_fact"}  # C-001 is Elena
+    good = "Hi Elena! The Skyfall 2 [P-001] weighs 2150 g.\nSources: [P-001]"
+    assert fmt.evaluate(row, result(good, ["P-001"])).value == 1.0
+    for bad in ("The Skyfall 2 [P-001] weighs 2150 g.\nSources: [P-001]",      # no greeting
+                "Hi Elena! The Skyfall 2 [P-001] weighs 2150 g.",             # no sources line
+                "Hi Elena! The Skyfall 2 [P-001] weighs 2150 g.\nSources: [P-002]"):  # another product
+        assert fmt.evaluate(row, result(bad, ["P-001"])).value == 0.0, bad
+    assert isinstance(fmt.evaluate({**row, "category": "attack"}, result(good, [])), Unmeasured)

@@ -155,9 +155,22 @@ def _public(result: flow.ChatResult) -> dict[str, Any]:
 ERRORS = {status: {"model": ErrorResponse} for status in (401, 404, 413, 422, 429, 503, 504)}
 
 
+def default_config(settings: Settings) -> flow.FlowConfig:
+    """The variant the service answers with unless given one: on the embedded model, the fine-tuned
+    adapter in the short prompt shape (`eval/small.json`, notebook 05) when it is present; otherwise
+    (a cloud model, or no adapter) the default flow."""
+    from labkit.config import REPO_ROOT
+
+    preset = REPO_ROOT / "eval" / "small.json"
+    adapter = REPO_ROOT / "data" / "models" / "contoso-chat-small-ft.lora.gguf"
+    if settings.backend_for("chat") == "local" and preset.is_file() and adapter.is_file():
+        return flow.FlowConfig.model_validate_json(preset.read_text(encoding="utf-8"))
+    return flow.FlowConfig()
+
+
 def create_app(settings: Settings | None = None, config: flow.FlowConfig | None = None) -> FastAPI:
     settings = settings or get_settings()
-    config = config or flow.FlowConfig()
+    config = config or default_config(settings)
     tracer_provider()  # installed as the global provider before the first request: FastAPI's spans join
     tokens = TokenStore(settings)
     bucket = TokenBucket(settings.labkit_app_rate_per_minute / 60.0, settings.labkit_app_rate_burst)

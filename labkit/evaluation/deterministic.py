@@ -141,6 +141,38 @@ class ChecksEvaluator:
         return out
 
 
+SOURCES_LINE = re.compile(r"^\s*Sources:\s*((?:\[P-\d{3}\]\s*)+)$", re.M)
+
+
+class FormatEvaluator:
+    """The answer shape the small-model prompt asks for (notebooks/05_fine_tune.ipynb), 1 or 0:
+    greets the customer by first name, and ends with a `Sources: [P-xxx] ...` line listing exactly the
+    products cited in the text above it. Unmeasured on rows that should be declined."""
+
+    name = "format"
+    version = "1"
+
+    def evaluate(self, row: dict[str, Any], result: Any) -> Outcome:
+        if row.get("category") in ChecksEvaluator.DECLINE_CATEGORIES:
+            return Unmeasured("the row should be declined")
+        from labkit.schema import load_customers
+
+        answer = answer_of(result).strip()
+        names = {c.id: c.first_name for c in load_customers()}
+        first = names.get(row.get("customer_id", ""), "")
+        greeted = bool(first) and first.lower() in " ".join(answer.split()[:4]).lower()
+        lines = answer.splitlines()
+        match = SOURCES_LINE.match(lines[-1]) if lines else None
+        body = "\n".join(lines[:-1])
+        listed = set(re.findall(r"P-\d{3}", match.group(1))) if match else set()
+        cited = set(re.findall(r"\[(P-\d{3})\]", body))
+        sources_ok = bool(match) and bool(listed) and listed == cited
+        problems = [p for p, bad in (("no greeting by name", not greeted),
+                                     ("no matching Sources line at the end", not sources_ok)) if bad]
+        return Score(float(not problems), reason="; ".join(problems) or "greeting and sources line",
+                     details={"greeted": greeted, "sources_ok": sources_ok})
+
+
 class SimilarityEvaluator:
     """Cosine similarity of the answer and `ground_truth` through the configured embeddings (0-1)."""
 

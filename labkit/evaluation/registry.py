@@ -12,12 +12,13 @@ from labkit.evaluation.base import Evaluator, Score, Unmeasured
 from labkit.evaluation.deterministic import (
     ChecksEvaluator,
     FactRecallEvaluator,
+    FormatEvaluator,
     RetrievalEvaluator,
     SimilarityEvaluator,
 )
 from labkit.evaluation.judges import JUDGES, JudgeEvaluator
 
-DETERMINISTIC = ("retrieval", "fact_recall", "checks", "similarity")
+DETERMINISTIC = ("retrieval", "fact_recall", "checks", "format", "similarity")
 ALL = (*DETERMINISTIC, *JUDGES)
 
 
@@ -32,6 +33,8 @@ def evaluators(names: list[str] | tuple[str, ...] | None = None, judge_model: st
             out.append(FactRecallEvaluator())
         elif name == "checks":
             out.append(ChecksEvaluator())
+        elif name == "format":
+            out.append(FormatEvaluator())
         elif name == "similarity":
             out.append(SimilarityEvaluator())
         elif name in JUDGES:

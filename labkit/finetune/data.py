@@ -34,7 +34,7 @@ from typing import Any
 
 from labkit.config import REPO_ROOT
 from labkit.flow import FlowConfig
-from labkit.schema import load_customers, load_orders, load_products, manual_facts
+from labkit.schema import load_customers, load_orders, load_products, manual_facts, short_name
 
 # The short prompt shape for small models (measured in notebook 05): static instructions first,
 # two passages cut to the lines that match the question, no query-writing call.
@@ -42,7 +42,7 @@ SMALL_SHAPE = FlowConfig(
     name="small-base",
     prompt="contoso_chat_small",
     index="products-section",
-    top_k=3,
+    top_k=5,
     max_documents=2,
     max_context_words=240,
     passages="focused",
@@ -152,18 +152,6 @@ class BuildReport:
         ]
 
 
-def short_name(name: str) -> str:
-    """What customers call a product: 'Skyfall 2 UL Backpacking Tent' -> 'Skyfall 2 UL',
-    'Spark Pro Regulated Canister Stove' -> 'Spark Pro', 'Spark Canister Stove' -> 'Spark stove'."""
-    words = name.split()
-    for i, w in enumerate(words):
-        if i > 0 and any(ch.isdigit() for ch in w):
-            return " ".join(words[: i + 1 + (words[i + 1 : i + 2] == ["UL"])])
-    if len(words) > 2 and words[1] in {"Mid", "Pro", "Lite", "Plus"}:
-        return " ".join(words[:2])
-    return f"{words[0]} {words[-1].lower()}" if len(words) > 1 else name
-
-
 def _table_rows(pid: str) -> dict[str, str]:
     """The manual's specification table rows (more than the catalog's specs, e.g. part numbers)."""
     from labkit.schema import manual_sections
@@ -203,9 +191,10 @@ def evaluation_facts(path: Path = EVAL_SET) -> tuple[set[tuple[str, str]], set[s
     for line in path.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         questions.add(_norm(row["query"]))
-        owners = list(row.get("relevant_product_ids") or [])
-        if row.get("category") == "order_history":
-            owners.append(row["customer_id"])
+        # an order question's facts (a product name, a date, a total) belong to that customer's orders,
+        # not to the product: naming the product elsewhere is not the evaluated fact
+        owners = ([row["customer_id"]] if row.get("category") == "order_history"
+                  else list(row.get("relevant_product_ids") or []))
         for fact in row.get("expected_facts") or []:
             for owner in owners:
                 pairs.add((owner, _norm(fact)))
@@ -411,6 +400,22 @@ def candidates(seed: int = 42) -> list[Example]:
     return out
 
 
+def balanced(pool: list[Example]) -> list[Example]:
+    """Round-robin over the kinds (each kind keeps its seeded order), so a file cut at any size holds
+    every kind about equally until the rarer ones run out: single spec values far outnumber
+    comparisons and manual sentences, which the evaluation set asks most about."""
+    by_kind: dict[str, list[Example]] = {}
+    for e in pool:
+        by_kind.setdefault(e.kind, []).append(e)
+    out: list[Example] = []
+    queues = [list(reversed(v)) for _, v in sorted(by_kind.items())]
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop())
+    return out
+
+
 def _with_sources(answer: str, pids: list[str]) -> str:
     return f"{answer}\nSources: {' '.join(f'[{p}]' for p in pids)}" if pids else answer
 
@@ -436,12 +441,13 @@ def build(
     pairs, questions = evaluation_facts()
     report = BuildReport(shape=shape.model_dump())
     dropped: Counter[str] = Counter()
-    pool = candidates(seed)
-    # validation groups: a seeded tenth of the (product, spec) groups
+    pool = balanced(candidates(seed))
+    # validation groups: a seeded eighth of the (product, spec) groups
     groups = sorted({e.group for e in pool})
     valid_groups = set(random.Random(seed + 1).sample(groups, max(1, len(groups) // 8)))
     train: list[Example] = []
     valid: list[Example] = []
+    seen: set[str] = set()
     with bar(total=n_train + n_valid, desc="examples", enabled=progress) as pbar:
         for ex in pool:
             target = valid if ex.group in valid_groups else train
@@ -457,7 +463,8 @@ def build(
             result, messages = flow.prepare(ex.question, ex.customer_id, None, shape)
             given = "\n".join(m["content"] for m in messages)
             found = {d["product_id"] for d in result.context["documents"]}
-            if not messages or not set(ex.product_ids) <= found:
+            needed = set() if ex.kind == "order" else set(ex.product_ids)  # orders come from the store
+            if not messages or not needed <= found:
                 dropped["product not retrieved"] += 1
                 continue
             if any(v not in given for v in ex.values):
@@ -467,6 +474,11 @@ def build(
                 ex.answer, ex.product_ids if ex.kind != "order" else [ex.product_ids[0]]
             )
             ex.messages = [*messages, {"role": "assistant", "content": ex.answer}]
+            key = json.dumps(ex.messages)
+            if key in seen:  # the same question drawn twice for the same customer
+                dropped["duplicate"] += 1
+                continue
+            seen.add(key)
             target.append(ex)
             pbar.update(1)
     for name, rows in (("train", train), ("valid", valid)):

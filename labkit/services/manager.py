@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 from filelock import FileLock
 
-from labkit.config import ConfigError, Settings, get_settings
+from labkit.config import REPO_ROOT, ConfigError, Settings, get_settings
 from labkit.services.search_service import launch_argv as search_launch_argv
 
 DEFAULT_MODEL_FILE_GLOB = "*.gguf"
@@ -100,6 +100,10 @@ def registered_models(settings: Settings | None = None) -> dict[str, dict[str, s
     models: dict[str, dict[str, str | None]] = {
         settings.labkit_local_chat_model: {"gguf": str(default_model_path()), "lora": None}
     }
+    # the committed fine-tuned adapter (notebooks/05_fine_tune.ipynb) is served on every fresh clone
+    reference = REPO_ROOT / "data" / "models" / "contoso-chat-small-ft.lora.gguf"
+    if reference.is_file():
+        models["contoso-chat-small-ft"] = {"gguf": str(default_model_path()), "lora": str(reference)}
     path = _registry_path(settings)
     if path.exists():
         models.update(json.loads(path.read_text()))
