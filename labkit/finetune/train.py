@@ -53,6 +53,7 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
 
 from labkit.config import ConfigError, Settings, get_settings
+from labkit.models import file_sha256
 from labkit.progress import bar
 
 if TYPE_CHECKING:
@@ -81,21 +82,6 @@ class FineTuneError(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 # hashes and environment
 # ---------------------------------------------------------------------------------------------
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (cached per path, size and modification time)."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _SHA_CACHE[key] = digest.hexdigest()
-    return _SHA_CACHE[key]
 
 
 def data_sha256(train_path: str | Path, valid_path: str | Path | None = None) -> str:
