@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup workshop test lint lab services-up services-down clean benchmarks
+.PHONY: setup workshop test lint lab services-up services-down clean benchmarks browser
 
 setup:            ## create .venv and install everything (idempotent, quick the second time)
 	@bash scripts/install.sh
@@ -10,10 +10,17 @@ setup:            ## create .venv and install everything (idempotent, quick the 
 workshop: setup   ## start the local services and execute every notebook into build/notebooks
 	$(PY) -m labkit.workshop
 
-test: setup       ## lint, unit tests, notebook execution and static notebook lint
+test: setup browser ## lint, unit tests, notebook execution and static notebook lint
 	@status=0; $(PY) -m ruff check . || status=1; \
 	LABKIT_CI=1 $(PY) -m pytest || status=1; \
 	exit $$status
+
+browser:          ## Debian's chromium + chromium-driver for the web page test (installed when root, else skipped)
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "browser: installing chromium and chromium-driver (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "browser: chromium is not installed and this is not root: tests/test_web.py will be skipped"; fi
 
 lint: setup
 	$(PY) -m ruff check .
@@ -33,6 +40,7 @@ benchmarks: setup
 	$(PY) benchmarks/search_service.py
 	$(PY) benchmarks/eval_throughput.py
 	$(PY) benchmarks/service.py
+	$(PY) benchmarks/guards.py
 
 clean:            ## stop services and remove build output and local state (keeps .venv)
 	-$(PY) -m labkit.cli services down

@@ -350,6 +350,40 @@ def finetune(
 
 @app.command()
 @_friendly
+def redteam(
+    out: Annotated[str, typer.Option("--out", help="the report (JSON)")] = "build/redteam.json",
+    limit_per_source: Annotated[int | None, typer.Option("--limit-per-source", help="published prompts "
+                                                         "per source (default: all)")] = None,
+    flow_limit: Annotated[int | None, typer.Option("--flow-limit", help="Contoso attacks through the full "
+                                                   "flow (default: all)")] = None,
+    benign: Annotated[int, typer.Option("--benign", help="benign questions through the full flow")] = 40,
+    planted: Annotated[int | None, typer.Option("--planted", help="planted instructions (default: all)")]
+    = None,
+) -> None:
+    """Red-team the guards: published and Contoso attacks, false positives, planted instructions
+    (notebook 06)."""
+    from labkit.safety import redteam as rt
+    from labkit.services import ensure_running
+
+    ensure_running()
+    result = rt.report(limit_per_source=limit_per_source, flow_limit=flow_limit, benign=benign,
+                       planted=planted)
+    path = rt.save(result, out)
+    s = result["summary"]
+    held, good = s["attacks"]["held_out"], s["benign"]["all"]
+    console.print(f"held-out attacks blocked {held['blocked']}/{held['n']} ({held['rate']:.1%}); "
+                  f"benign blocked {good['blocked']}/{good['n']} ({good['rate']:.1%})")
+    for name, f in s["flow"].items():
+        console.print(f"{name}: attacks blocked {f['attacks_blocked']}/{f['attacks']}, benign blocked "
+                      f"{f['benign_blocked']}/{f['benign']}, canary leaks {f['canary_leaks']}, guard p50 "
+                      f"{f['guard_s_p50']} s")
+    for name, pl in s["planted"].items():
+        console.print(f"{name}: planted instructions followed {pl['followed']}/{pl['retrieved']} retrieved")
+    console.print(f"report: {path}")
+
+
+@app.command()
+@_friendly
 def serve(
     host: Annotated[str, typer.Option("--host", help="bind address (keep 127.0.0.1 unless deploying)")]
     = "127.0.0.1",

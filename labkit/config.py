@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +83,14 @@ class Settings(BaseSettings):
     # the chat flow and tracing
     labkit_trace_content: bool = False  # record prompts/answers in spans only when asked
     labkit_max_question_chars: int = 2000
+    # a marker in the system prompt that must never appear in an answer (the output guard checks it;
+    # notebook 06); not a secret: a leak detector for system-prompt extraction (OWASP LLM07)
+    labkit_prompt_canary: str = "CANARY-TALLOW-4471"
+    # guard thresholds by category, merged over labkit.safety.guards.THRESHOLDS (JSON in the environment)
+    labkit_safety_thresholds: dict[str, float] = Field(default_factory=dict)
+    # guard backend: the offline classifier and rules, or Azure AI Content Safety (text analysis and
+    # Prompt Shields) with the same rules for customers' data, the canary and citations
+    labkit_safety_backend: Literal["offline", "azure"] = "offline"
     labkit_judge_model: str | None = None  # evaluation judges; None: the chat model
 
     # the HTTP chat service (labkit serve)
@@ -113,6 +121,10 @@ class Settings(BaseSettings):
     # Azure AI Search (key optional: without it, Entra ID)
     azure_search_endpoint: str | None = None
     azure_search_api_key: SecretStr | None = None
+
+    # Azure AI Content Safety (key optional: without it, Entra ID); used when LABKIT_SAFETY_BACKEND=azure
+    azure_content_safety_endpoint: str | None = None
+    azure_content_safety_key: SecretStr | None = None
 
     # Azure Cosmos DB (key optional: without it, Entra ID)
     azure_cosmos_endpoint: str | None = None

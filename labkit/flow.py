@@ -25,6 +25,7 @@ import time
 from collections.abc import Generator, Iterator
 from typing import Any, Literal
 
+import openai
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,7 +67,7 @@ class FlowConfig(BaseModel):
     write_queries: bool = True  # False: search with the question alone (no query-writing model call)
     retrieval_mode: Literal["keyword", "vector", "hybrid", "none"] = "hybrid"
     use_filters: bool = True
-    guards: bool = False
+    guards: bool = True  # input, document and output guards (labkit.safety); False to compare without
     max_tokens: int = Field(default=200, ge=1, le=4096)
     temperature: float = 0.0
     seed: int | None = 42
@@ -84,6 +85,29 @@ class Document(BaseModel):
     title: str = ""
     score: float
     content: str
+    catalog: str = ""  # the chunk's catalog fields as a line ("Price $89.95. Weight 980 g.")
+
+
+def catalog_line(fields: dict[str, Any]) -> str:
+    """A search hit's catalog fields (price, weight, temperature rating) as one line of text.
+
+    Introduced in notebooks/05_fine_tune.ipynb: the index stores these numbers beside every chunk for
+    filters and sorting; the short prompt for small models shows them with each passage, so a price
+    or weight is in the context whichever section of the product was retrieved.
+    """
+    parts = []
+    if isinstance(fields.get("price"), int | float):
+        parts.append(f"Price ${fields['price']:.2f}.")
+    if isinstance(fields.get("weight_g"), int | float) and fields["weight_g"]:
+        parts.append(f"Weight {int(fields['weight_g'])} g.")
+    if isinstance(fields.get("temp_rating_c"), int | float):
+        parts.append(f"Temperature rating {fields['temp_rating_c']:g} °C.")
+    return " ".join(parts)
+
+
+def _document(hit: dict[str, Any]) -> Document:
+    return Document(id=hit["id"], product_id=hit["product_id"], title=hit.get("title") or "",
+                    score=float(hit["score"]), content=hit.get("content") or "", catalog=catalog_line(hit))
 
 
 class ChatResult(BaseModel):
@@ -115,6 +139,25 @@ def _product_names() -> dict[str, str]:
     return {p.id: p.name for p in load_products()}
 
 
+_VARIANTS = {"ul", "pro", "plus", "lite"}
+
+
+def _family_forms(names: dict[str, str]) -> list[tuple[str, str]]:
+    """A bare family word ("Waypoint", "Rover") names the family's plain model where the family has
+    exactly one product without a variant word (Pro, Plus, Lite, UL) and at least one with."""
+    families: dict[str, list[tuple[str, bool]]] = {}
+    for pid, name in names.items():
+        words = name.lower().split()
+        variant = len(words) > 1 and words[1] in _VARIANTS or len(words) > 2 and words[2] in _VARIANTS
+        families.setdefault(words[0], []).append((pid, variant))
+    out = []
+    for word, members in families.items():
+        plain = [pid for pid, variant in members if not variant]
+        if len(plain) == 1 and len(members) > 1:
+            out.append((plain[0], word))
+    return out
+
+
 def products_mentioned(text: str) -> list[str]:
     """Product ids named in a text, by id ([P-004] or P-004) or by a distinctive name, in order."""
     found: dict[str, tuple[int, int]] = {}  # pid -> (position, -length of the matched name)
@@ -126,6 +169,7 @@ def products_mentioned(text: str) -> list[str]:
     forms += [(pid, " ".join(name.lower().split()[:3])) for pid, name in names.items()]
     forms += [(pid, " ".join(name.lower().split()[:2])) for pid, name in names.items()]
     forms += [(pid, short_name(name).lower()) for pid, name in names.items()]  # "Spark stove"
+    forms += _family_forms(names)  # "the Waypoint or the Waypoint Plus"
     for pid in names:
         for m in re.finditer(re.escape(pid), text):
             found.setdefault(pid, (m.start(), -len(pid)))
@@ -363,6 +407,74 @@ class _Run:
             if params.get(key) is not None:
                 span.set_attribute(f"gen_ai.request.{key}", params[key])
 
+    def _record(self, guard: str, decisions: list[Any], start: float) -> None:
+        """Keep a guard's decisions on the result and its span (categories and scores, never text)."""
+        self.result.safety += [d.model_dump() for d in decisions]
+        if any(d.action == "block" for d in decisions):
+            self.result.blocked = True
+        self._timed(f"guard_{guard}", start)
+
+    def guard_input(self) -> bool:
+        """Step 0 (guards on): the input guard. False when it blocked (the answer is the refusal)."""
+        if not self.config.guards:
+            return True
+        from labkit import safety
+
+        t = time.perf_counter()
+        with self.tracer.start_as_current_span("guard input") as span:
+            decisions = _guarded(lambda: safety.check_input(self.question, self.history, self.customer_id),
+                                 "input")
+            _guard_attributes(span, decisions)
+        self._record("input", decisions, t)
+        if self.result.blocked:
+            self.result.answer = safety.refusal(decisions)
+            return False
+        return True
+
+    def guard_documents(self, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The retrieved documents without those holding planted instructions (guards on)."""
+        if not self.config.guards or not found:
+            return found
+        from labkit import safety
+
+        t = time.perf_counter()
+        with self.tracer.start_as_current_span("guard documents") as span:
+            decisions = _guarded(lambda: safety.check_documents(found), "documents")
+            _guard_attributes(span, decisions)
+        self._record("documents", decisions, t)
+        dropped = {d.detail for d in decisions if d.action != "allow"}
+        return [d for d in found if d["id"] not in dropped]
+
+    def guard_output(self, text: str, final: bool) -> bool:
+        """The output guard on the answer so far; False when it blocked."""
+        if not self.config.guards:
+            return True
+        from labkit import safety
+
+        t = time.perf_counter()
+        cited = dropped = None
+        if final:
+            retrieved = {d["product_id"] for d in self.result.context["documents"]}
+            cited, dropped = split_citations(text, retrieved)
+        with self.tracer.start_as_current_span("guard output") as span:
+            decisions = _guarded(lambda: safety.check_output(text, self.result.context,
+                                                             customer_id=self.customer_id, citations=cited,
+                                                             dropped=dropped), "output")
+            _guard_attributes(span, decisions)
+        if final or any(d.action == "block" for d in decisions):
+            self._record("output", decisions, t)
+        return not self.result.blocked
+
+    def platform_block(self, guard: str) -> None:
+        """Azure OpenAI's own content filter refused the prompt (HTTP 400 `content_filter`) or cut
+        the completion (`finish_reason: content_filter`): a block, not an error."""
+        from labkit.safety import Decision
+
+        decision = Decision(guard=guard, category="content_filter", score=1.0, threshold=1.0, action="block",
+                            backend="azure-openai", detail="platform content filter")
+        self.result.safety.append(decision.model_dump())
+        self.result.blocked = True
+
     def prepare(self) -> bool:
         """Steps 1-4. Returns False when the catalog is unavailable (the result says so)."""
         t = time.perf_counter()
@@ -394,14 +506,15 @@ class _Run:
             self.result.usage = dict(self.usage)
             self._timed("retrieval", t)
             return False
-        self.result.context["documents"] = [d.model_dump() for d in documents]
+        found = self.guard_documents([d.model_dump() for d in documents])
+        self.result.context["documents"] = found
         self._timed("retrieval", t)
 
         t = time.perf_counter()
-        found = [d.model_dump() for d in documents]
         docs = (focus_documents(found, self.question, self.config.max_context_words)
                 if self.config.passages == "focused" else fit_documents(found, self.config.max_context_words))
         self.messages = self.prompt.render(question=self.question, customer=customer, documents=docs,
+                                           canary=get_settings().labkit_prompt_canary,
                                            history=self.history)
         self._timed("prompt", t)
         return True
@@ -468,18 +581,38 @@ class _Run:
                                          vector=vector, client=client)
                 span.set_attribute("labkit.retrieval.documents", len(hits))
             for h in hits:
-                doc = Document(id=h["id"], product_id=h["product_id"], title=h.get("title") or "",
-                               score=float(h["score"]), content=h.get("content") or "")
+                doc = _document(h)
                 if doc.id not in best or best[doc.id].score < doc.score:
                     best[doc.id] = doc
         ranked = sorted(best.values(), key=lambda d: -d.score)
         named = products_mentioned(self.question)
         if cfg.passages == "focused" and len(named) > 1:
+            ranked += self._named_missing(named, ranked, client, vectors[0] if vectors is not None else None)
             # few passages: a question about several products gets the best passage of each first
             first = [next(d for d in ranked if d.product_id == pid) for pid in named
                      if any(d.product_id == pid for d in ranked)]
             ranked = first + [d for d in ranked if d not in first]
         return ranked[: cfg.max_documents]
+
+    def _named_missing(self, named: list[str], ranked: list[Document], client: Any,
+                       vector: Any) -> list[Document]:
+        """The best chunk of each product the question names that no query retrieved (few passages:
+        "the Aster -7 or the Aster -12" must see both), by a search filtered to that product."""
+        cfg = self.config
+        out = []
+        for pid in named:
+            if any(d.product_id == pid for d in ranked):
+                continue
+            with self.tracer.start_as_current_span(f"retrieval {cfg.index}") as span:
+                span.set_attribute("gen_ai.operation.name", "retrieval")
+                span.set_attribute("gen_ai.data_source.id", cfg.index)
+                span.set_attribute("labkit.retrieval.filter", f"product_id eq '{pid}'")
+                hits = search.search(self.question, cfg.index, mode=cfg.retrieval_mode, top=1,
+                                     filter=f"product_id eq '{pid}'",
+                                     vector=vector.tolist() if vector is not None else None, client=client)
+                span.set_attribute("labkit.retrieval.documents", len(hits))
+            out += [_document(h) for h in hits]
+        return out
 
     def _ensure_index(self, client: Any) -> None:
         """Build a missing `products-<strategy>` index once, so a fresh machine can answer."""
@@ -523,32 +656,119 @@ def _execute(run: _Run, streaming: bool) -> Iterator[str | ChatResult]:
         root.set_attribute("labkit.flow_version", run.result.flow_version)
         root.set_attribute("labkit.flow.name", run.config.name)
         root.set_attribute("labkit.streamed", streaming)
-        if not run.prepare():
+        if not run.guard_input() or not run.prepare():
             yield run.result.answer
         else:
             t = time.perf_counter()
             params = run.chat_params()
             with run.tracer.start_as_current_span(f"chat {run.model}") as span:
                 run._chat_attributes(span, params)
-                if streaming:
-                    pieces: list[str] = []
-                    counted = yield from _streamed_reply(run, params, pieces)
-                    text = "".join(pieces)
-                    run._record_usage(span, counted)
-                else:
-                    reply = models.chat(run.messages, client=run.client, **params)
-                    text = reply.text
-                    run._record_usage(span, reply.usage)
-                    span.set_attribute("gen_ai.response.model", reply.model)
-                    span.set_attribute("gen_ai.response.finish_reasons", [reply.finish_reason or ""])
-                    yield text
-                if capture_content():
+                try:
+                    if streaming:
+                        pieces: list[str] = []
+                        counted = yield from _guarded_stream(run, _streamed_reply(run, params, pieces))
+                        text = "".join(pieces)
+                        run._record_usage(span, counted)
+                    else:
+                        reply = models.chat(run.messages, client=run.client, **params)
+                        text = reply.text
+                        run._record_usage(span, reply.usage)
+                        span.set_attribute("gen_ai.response.model", reply.model)
+                        span.set_attribute("gen_ai.response.finish_reasons", [reply.finish_reason or ""])
+                        if reply.finish_reason == "content_filter":
+                            run.platform_block("output")
+                except openai.BadRequestError as exc:
+                    if not _content_filtered(exc):
+                        raise
+                    span.set_attribute("error.type", "content_filter")
+                    run.platform_block("input")
+                    text = ""
+                if capture_content() and not run.result.blocked:
                     span.set_attribute("labkit.answer", text)
             run._timed("answer", t)
+            if not run.result.blocked:
+                run.guard_output(text, final=True)
+            if run.result.blocked:
+                from labkit import safety
+
+                text = safety.refusal([safety.Decision(**d) for d in run.result.safety])
+                if streaming:  # what was sent had passed the guard; the reader now sees why it stopped
+                    yield "\n\n" + text
+            if not streaming:
+                yield text
             run.finish(text)
+        root.set_attribute("labkit.blocked", run.result.blocked)
         root.set_attribute("labkit.catalog_unavailable", run.result.catalog_unavailable)
     run.result.timings["total"] = round(time.perf_counter() - start, 4)
     yield run.result
+
+
+def _guarded(check: Any, guard: str) -> list[Any]:
+    """Run a guard; if it cannot decide, fail closed with GuardUnavailable (never answer unguarded)."""
+    from labkit.config import ConfigError
+    from labkit.safety import GuardUnavailable
+
+    try:
+        return check()
+    except (ConfigError, GuardUnavailable):
+        raise
+    except Exception as exc:
+        raise GuardUnavailable(f"the {guard} guard could not decide ({type(exc).__name__})") from None
+
+
+def _content_filtered(exc: Exception) -> bool:
+    """An Azure OpenAI 400 whose error code is `content_filter` (its prompt filter blocked the request)."""
+    body = getattr(exc, "body", None)
+    code = getattr(exc, "code", None) or (body.get("code") if isinstance(body, dict) else None)
+    return code == "content_filter"
+
+
+_BOUNDARY = re.compile(r"[.!?](?=\s)|\n")  # a sentence end: "2.5 kg" and "a.b@example.com" are not
+
+
+def _guarded_stream(run: _Run, inner: Generator[str, None, dict]) -> Generator[str, None, dict]:
+    """Pass the model's text on only once the output guard has passed it: checked at each sentence end
+    (or every 120 characters), and the last unfinished word is held back until the next check, so no
+    part of an e-mail address or a marker leaves before the whole of it has been seen. A block stops
+    the stream and closes the model call; the usage is then estimated from what was generated."""
+    if not run.config.guards:
+        return (yield from inner)
+    held = ""
+    passed = ""
+    count = 0
+    try:
+        while True:
+            try:
+                piece = next(inner)
+            except StopIteration as done:
+                usage = done.value
+                break
+            count += 1
+            held += piece
+            if not (_BOUNDARY.search(piece) or len(held) >= 120):
+                continue
+            if not run.guard_output(passed + held, final=False):
+                prompt_chars = sum(len(m["content"]) for m in run.messages)
+                return {"input_tokens": prompt_chars // 4, "output_tokens": count, "estimated": True}
+            cut = max(held.rfind(" "), held.rfind("\n")) + 1  # keep the unfinished last word
+            ready, held = held[:cut], held[cut:]
+            if ready:
+                passed += ready
+                yield ready
+        if held:
+            if not run.guard_output(passed + held, final=False):
+                return usage
+            yield held
+        return usage
+    finally:
+        inner.close()  # a block, a consumer that left, or the end: the model call is closed
+
+
+def _guard_attributes(span: Any, decisions: list[Any]) -> None:
+    span.set_attribute("labkit.safety.blocked", any(d.action == "block" for d in decisions))
+    raised = [f"{d.category}:{d.action}:{d.score:.2f}" for d in decisions if d.action != "allow"]
+    if raised:
+        span.set_attribute("labkit.safety.decisions", raised)
 
 
 def _streamed_reply(run: _Run, params: dict[str, Any], pieces: list[str]) -> Generator[str, None, dict]:
@@ -561,6 +781,9 @@ def _streamed_reply(run: _Run, params: dict[str, Any], pieces: list[str]) -> Gen
         for chunk in response:
             if getattr(chunk, "usage", None):
                 usage = chunk.usage
+            if chunk.choices and chunk.choices[0].finish_reason == "content_filter":
+                run.platform_block("output")  # Azure OpenAI cut the completion: a block, not an error
+                break
             if chunk.choices and chunk.choices[0].delta.content:
                 pieces.append(chunk.choices[0].delta.content)
                 yield pieces[-1]

@@ -26,7 +26,8 @@ from labkit.config import Settings, get_settings
 
 _lock = threading.Lock()
 FIELDS = ("time", "request_id", "customer", "status", "latency_s", "queue_wait_s", "input_tokens",
-          "output_tokens", "tokens_estimated", "flow_version", "model", "streamed", "blocked", "error_code")
+          "output_tokens", "tokens_estimated", "flow_version", "model", "streamed", "blocked", "safety",
+          "error_code")  # safety: "guard:category:action:score" of each flag or block, never the text
 
 
 def log_path(settings: Settings | None = None) -> Path:

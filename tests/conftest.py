@@ -18,7 +18,7 @@ import pytest
 from labkit.config import Settings
 
 # fixtures that start real local servers; a test using any of them (even indirectly) is `services`
-SERVICE_FIXTURES = {"isolated_home", "local", "proxy", "search_service", "search_service_module"}
+SERVICE_FIXTURES = {"isolated_home", "local", "proxy", "search_service", "search_service_module", "guarded", "web"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -55,7 +55,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
     import os
 
     for name in list(os.environ):
-        if name.startswith(("LABKIT_", "AZURE_", "OPENAI_")):
+        if name.startswith(("LABKIT_", "AZURE_", "OPENAI_")) and name != "LABKIT_WHEEL_CACHE":  # set-up cache stays
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(Settings, "model_config", {**Settings.model_config, "env_file": None})
     monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
@@ -81,7 +81,7 @@ def module_home(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator
 
     with pytest.MonkeyPatch.context() as mp:
         for var in list(os.environ):
-            if var.startswith(("LABKIT_", "AZURE_", "OPENAI_")):
+            if var.startswith(("LABKIT_", "AZURE_", "OPENAI_")) and var != "LABKIT_WHEEL_CACHE":
                 mp.delenv(var, raising=False)
         mp.setattr(Settings, "model_config", {**Settings.model_config, "env_file": None})
         mp.setenv("LABKIT_HOME", str(tmp_path_factory.mktemp(name)))

@@ -6,7 +6,8 @@ model, and a `json_schema` response format into llama.cpp's `json_object` with t
 `stall` (accept the request and never answer until closed), `hold` (forward the next `pass_left`
 requests, then hold every later one until `release()`, so a test knows rows are in flight whatever
 the machine's speed; `wait_held(n)` returns once `n` requests are held), `reply` (answer every chat
-request with `reply_text`, without the model). No SDK internals are patched: the real `openai`
+request with `reply_text`, without the model; streamed word by word when asked to stream), `content_filter` (Azure OpenAI's 400 for a filtered
+prompt). No SDK internals are patched: the real `openai`
 client talks HTTP to this server. Every request body is kept in `bodies`.
 """
 
@@ -72,6 +73,10 @@ class FaultProxy:
                             self.close_connection = True
                             return
                     mode = "forward"
+                if mode == "reply" and payload.get("stream"):
+                    proxy._record(self.path, 200)
+                    self._stream_reply(proxy.reply_text, payload.get("model") or "test")
+                    return
                 if mode == "reply":
                     proxy._record(self.path, 200)
                     self._send(200, {"id": "chatcmpl-test", "object": "chat.completion", "created": 0,
@@ -79,6 +84,13 @@ class FaultProxy:
                                      "choices": [{"index": 0, "finish_reason": "stop", "message": {
                                          "role": "assistant", "content": proxy.reply_text}}],
                                      "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+                    return
+                if mode == "content_filter":  # Azure OpenAI's prompt filter refusing a request
+                    proxy._record(self.path, 400)
+                    self._send(400, {"error": {"message": "The response was filtered due to the prompt "
+                                               "triggering content management policy (test).",
+                                               "type": None, "param": "prompt", "code": "content_filter",
+                                               "status": 400}})
                     return
                 if mode == "stall":
                     proxy._record(self.path, 0)
@@ -105,6 +117,23 @@ class FaultProxy:
                 except ValueError:
                     answer = {"error": {"message": upstream.text[:200]}}
                 self._send(upstream.status_code, answer)
+
+            def _stream_reply(self, text: str, model: str) -> None:
+                """The reply as server-sent chunks, one word each (what a streaming endpoint sends)."""
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("connection", "close")
+                self.end_headers()
+                words = text.split(" ")
+                for i, word in enumerate(words):
+                    piece = word if i == len(words) - 1 else word + " "
+                    chunk = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": model,
+                             "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                done = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": model,
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                self.wfile.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
+                self.close_connection = True
 
             def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(payload).encode()

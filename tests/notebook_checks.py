@@ -90,8 +90,34 @@ def check_05(nb: Any) -> list[str]:
     return problems
 
 
+def check_06(nb: Any) -> list[str]:
+    problems = []
+    if "held-out attacks blocked:" not in _text(_code_cell(nb, "prompts = redteam.score_prompts()")):
+        problems.append("06: the red team does not report the held-out block rate")
+    if "borderline ones:" not in _text(_code_cell(nb, "benign = redteam.score_benign()")):
+        problems.append("06: the false positives on borderline questions are missing")
+    if not _has_image(_code_cell(nb, "curve = pd.DataFrame(")):
+        problems.append("06: the threshold trade-off plot is missing")
+    if "let through" not in _text(_code_cell(nb, "missed = [")):
+        problems.append("06: the attacks the guard let through are not listed")
+    return problems
+
+
+def check_07(nb: Any) -> list[str]:
+    problems = []
+    errors = _text(_code_cell(nb, "not_signed_in = client.post("))
+    for code in ("401", "422", "429"):
+        if f": {code} " not in errors:
+            problems.append(f"07: the {code} is not shown: {errors[:300]!r}")
+    if not _has_image(_code_cell(nb, "ax.hist(ok")):
+        problems.append("07: the latency histogram is missing")
+    if "lk_" in "".join(_text(c) for c in nb.cells if c.cell_type == "code"):
+        problems.append("07: a token value appears in an output")
+    return problems
+
+
 CHECKS: dict[str, Callable[[Any], list[str]]] = {"00": check_00, "02": check_02, "03": check_03, "04": check_04,
-                                                 "05": check_05}
+                                                 "05": check_05, "06": check_06, "07": check_07}
 
 
 def problems_in(path: Any) -> list[str]:

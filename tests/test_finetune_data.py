@@ -14,7 +14,8 @@ from labkit.finetune.validate import validate_file
 def test_candidates_cover_every_kind_and_copy_values_verbatim() -> None:
     pool = data.candidates(seed=1)
     kinds = Counter(e.kind for e in pool)
-    assert set(kinds) == {"fact", "facts", "compare", "manual", "price", "order", "unknown", "decline"}
+    assert set(kinds) == {"fact", "facts", "compare", "difference", "manual", "price", "order", "unknown",
+                          "decline"}
     assert sum(kinds.values()) >= 600
     for e in pool:
         for value in e.values:
@@ -22,6 +23,19 @@ def test_candidates_cover_every_kind_and_copy_values_verbatim() -> None:
         for pid in e.product_ids:
             assert f"[{pid}]" in e.answer
     assert data.candidates(seed=1)[0] == pool[0] and data.candidates(seed=2)[0] != pool[0]  # seeded
+
+
+def test_a_choice_between_two_products_copies_the_catalog_line_without_evaluated_values() -> None:
+    pairs, _ = data.evaluation_facts()
+    chosen = [e for e in data.candidates(seed=1) if e.kind == "difference"]
+    assert len(chosen) >= 30
+    for e in chosen:
+        assert len(e.product_ids) == 2 and e.values
+        assert not [v for pid in e.product_ids for v in e.values if (pid, data._norm(v)) in pairs]
+    # what the flow shows with every passage, in the same spelling
+    assert flow.catalog_line({"price": 89.95, "weight_g": 980, "temp_rating_c": -7.0}) == \
+        "Price $89.95. Weight 980 g. Temperature rating -7 °C."
+    assert flow.catalog_line({"price": 20, "weight_g": None, "temp_rating_c": None}) == "Price $20.00."
 
 
 def test_short_names_are_what_customers_say_and_unique() -> None:

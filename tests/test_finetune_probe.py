@@ -18,6 +18,21 @@ def test_a_changed_value_keeps_its_form_and_differs() -> None:
     assert probe.changed("lime green", rng) is None and probe.changed("0 g", rng) is None
 
 
+def test_a_swapped_catalog_value_changes_the_catalog_fields_too() -> None:
+    """The short prompt shows each chunk's price, weight and rating beside its text (flow.catalog_line):
+    a counterfactual passage must not say the old value there."""
+    from labkit import flow, search
+
+    chunks = {c.id: c for c in search.build_chunks("section") if c.product_id in ("P-004", "P-007")}
+    pack, bag = chunks["P-004-section-001"], chunks["P-007-section-001"]
+    probe._change_catalog_fields(pack, probe.Swap("P-004", "q", "C-001", "980 g", "1372 g"))
+    probe._change_catalog_fields(pack, probe.Swap("P-004", "q", "C-001", "$89.95", "$121.43"))
+    probe._change_catalog_fields(bag, probe.Swap("P-007", "q", "C-001", "-7 °C", "-10 °C"))
+    probe._change_catalog_fields(bag, probe.Swap("P-007", "q", "C-001", "28 L", "35 L"))  # not a catalog field
+    assert flow.catalog_line(vars(pack)) == "Price $121.43. Weight 1372 g."
+    assert flow.catalog_line(vars(bag)).endswith("Temperature rating -10 °C.")
+
+
 def test_swaps_are_trained_values_and_repeatable() -> None:
     examples = REPO_ROOT / "data" / "finetune" / "examples.jsonl"
     first, again = probe.swaps(examples, n=10), probe.swaps(examples, n=10)

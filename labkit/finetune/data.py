@@ -48,6 +48,7 @@ SMALL_SHAPE = FlowConfig(
     passages="focused",
     write_queries=False,
     max_tokens=160,
+    guards=False,  # the model is measured here, not the guards (notebook 06 measures those)
 )
 EVAL_SET = REPO_ROOT / "data" / "eval" / "testset.jsonl"
 
@@ -105,6 +106,17 @@ COMPARE_Q = [
 COMPARE_A = [
     "Hi {first}! The {name} [{pid}] lists {key}: {value}; the {name2} [{pid2}] lists {key}: {value2}."
 ]
+# what customers ask when they choose between two products: answered from the catalog line
+# (price, weight, temperature rating) that every passage of the short shape carries
+DIFF_Q = [
+    "{short} or {short2} - which should I get?",
+    "Should I buy the {short} or the {short2}?",
+    "How do the {short} and the {short2} compare?",
+    "Is the {short2} worth the difference over the {short}?",
+    "I can't decide between the {short} and the {short2}. Help?",
+    "{short} vs {short2}: what's different?",
+]
+DIFF_A = ["Hi {first}! The {name} [{pid}] {facts}; the {name2} [{pid2}] {facts2}."]
 PRICE_Q = ["How much is the {name}?", "What does the {short} cost?", "What's the price of the {short}?"]
 PRICE_A = ["Hi {first}! The {name} [{pid}] costs {value}."]
 MANUAL_Q = [
@@ -212,6 +224,20 @@ def _leak(example: Example, pairs: set[tuple[str, str]], questions: set[str]) ->
     return None
 
 
+def _catalog_facts(p: Any, evaluated: set[tuple[str, str]]) -> tuple[str, list[str]]:
+    """'costs $89.95 and weighs 980 g' and the values, as `flow.catalog_line` shows them, leaving out
+    values the evaluation set asks about for this product (so the pair still teaches the pattern)."""
+    found = [("costs", f"${p.price:.2f}")]
+    if p.weight_g:
+        found.append(("weighs", f"{int(p.weight_g)} g"))
+    if p.temp_rating_c is not None:
+        found.append(("is rated to", f"{p.temp_rating_c:g} °C"))
+    kept = [(verb, v) for verb, v in found if (p.id, _norm(v)) not in evaluated]
+    parts = [f"{verb} {v}" for verb, v in kept]
+    text = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else "".join(parts)
+    return text, [v for _, v in kept]
+
+
 def candidates(seed: int = 42) -> list[Example]:
     """Every templated example (before retrieval), in a seeded order."""
     rng = random.Random(seed)
@@ -219,6 +245,7 @@ def candidates(seed: int = 42) -> list[Example]:
     customers = load_customers()
     orders = load_orders()
     by_id = {p.id: p for p in products}
+    evaluated = evaluation_facts()[0]
     out: list[Example] = []
 
     def customer() -> Any:
@@ -362,6 +389,24 @@ def candidates(seed: int = 42) -> list[Example]:
                         f"{a.id}+{b.id}/{key}",
                     )
                 )
+
+    # two products of one category: price, weight and temperature rating of each (the catalog line)
+    for a in products:
+        for b in products:
+            if a.id >= b.id or a.category != b.category:
+                continue
+            for _ in range(2):
+                c = customer()
+                first, second = (a, b) if rng.random() < 0.5 else (b, a)
+                (facts, values), (facts2, values2) = (_catalog_facts(first, evaluated),
+                                                      _catalog_facts(second, evaluated))
+                if not values or not values2:
+                    continue
+                kw = {"name": first.name, "short": short_name(first.name), "name2": second.name,
+                      "short2": short_name(second.name), "facts": facts, "facts2": facts2,
+                      "first": c.first_name, "pid": first.id, "pid2": second.id}
+                out.append(Example("difference", fill(DIFF_Q, **kw), fill(DIFF_A, **kw), c.id,
+                                   [first.id, second.id], [*values, *values2], f"{a.id}+{b.id}/catalog"))
 
     newest: dict[str, Any] = {}
     for o in orders:

@@ -93,6 +93,19 @@ def swaps(examples_path: str | Path, n: int = 20, seed: int = 7) -> list[Swap]:
     return out
 
 
+def _change_catalog_fields(chunk: Any, swap: Swap) -> None:
+    """The chunk's catalog fields follow the swap too: the short prompt shows them with the passage
+    (flow.catalog_line), and a passage that says both values would test nothing."""
+    number = float(_NUMBER.search(swap.new).group(0))
+    if chunk.weight_g and swap.old == f"{int(chunk.weight_g)} g":
+        chunk.weight_g = int(number)
+    elif swap.old in (f"${chunk.price:.2f}", f"${chunk.price:g}"):
+        chunk.price = number
+    elif chunk.temp_rating_c is not None and swap.old.replace(" ", "") in (f"{chunk.temp_rating_c:g}°C",
+                                                                             f"{chunk.temp_rating_c:g}C"):
+        chunk.temp_rating_c = -number if chunk.temp_rating_c < 0 else number
+
+
 def build_counterfactual_index(chosen: list[Swap], name: str = INDEX) -> int:
     """The section index with each swap's value replaced in its product's chunks; returns how many
     chunks changed."""
@@ -102,10 +115,13 @@ def build_counterfactual_index(chosen: list[Swap], name: str = INDEX) -> int:
     touched = 0
     for c in chunks:
         for s in chosen:
+            if c.product_id != s.product_id:
+                continue
             whole = re.compile(rf"(?<![\w.]){re.escape(s.old)}(?!\w)")  # "20 cm", not the end of "120 cm"
-            if c.product_id == s.product_id and whole.search(c.content):
+            if whole.search(c.content):
                 c.content = whole.sub(s.new, c.content)
                 touched += 1
+            _change_catalog_fields(c, s)
     search.build_index("section", name=name, chunks=chunks)
     return touched
 

@@ -9,8 +9,11 @@ afterwards by the same local llama.cpp model server:
 - `train_lora(train, valid, out_dir=..., config=TrainConfig(...))` trains a peft LoRA adapter on OpenAI
   chat JSONL. The loss covers only the tokens of each example's LAST assistant message (and its
   end-of-turn token); the prompt, system message and earlier turns are context. The vocabulary layer is
-  applied only at those answer positions (not at every prompt position, which dominated memory: 14.6 GB
-  at batch 4 with ~700-token prompts). The adapter lands in `out_dir/adapter/` with `report.json`
+  applied only at those answer positions. Memory at batch 4 with ~665-token prompts is the layers'
+  activations (about 12 GB kept for the backward pass, not the vocabulary layer), so gradient
+  checkpointing is on by default: peak RSS 1.9 GB at 24.5 s/step on 2 cores with glibc's mmap threshold
+  at 4 MB (8 MB: 3.7-4.3 GB at 19-25 s/step; checkpointing off: 11.9 GB, 15.7 s/step).
+  The adapter lands in `out_dir/adapter/` with `report.json`
   (a `TrainReport`) and `fingerprint.txt`; a second call with the same data, configuration and base
   model returns the saved report (`reused: true`) without training.
 - `convert_to_gguf(adapter_dir, out_path)` converts the adapter with llama.cpp's
@@ -72,7 +75,7 @@ BASE_MARKER = "labkit-base.json"  # written last: a base folder without it is in
 LOCK_TIMEOUT_S = 1800.0
 # glibc serves allocations below its (dynamic, up to 32 MB) mmap threshold from its heaps and keeps
 # them when freed: the activation buffers of a training step piled up there (see _release_freed_memory)
-MALLOC_MMAP_THRESHOLD = 4 << 20
+MALLOC_MMAP_THRESHOLD = 4 << 20  # the memory goal (under 4 GB) over speed; see _release_freed_memory
 
 
 class FineTuneError(RuntimeError):
@@ -118,10 +121,14 @@ def _release_freed_memory() -> None:
 
     glibc raises its mmap threshold each time a large mmapped block is freed (up to 32 MB), so after the
     first step most activation tensors (2-65 MB at batch 4 x 700 tokens) came from its heaps and stayed
-    there when freed, fragmented. A fixed 4 MB threshold stops that: peak RSS at batch 4 x ~665 tokens
-    with gradient checkpointing went from 4.9-5.1 GB to 1.8-1.9 GB (1 MB: 1.6 GB but ~40% slower steps;
-    8 MB: 3.7 GB). Process-wide and harmless elsewhere. A MALLOC_MMAP_THRESHOLD_ set in the environment
-    wins.
+    there when freed, fragmented. A fixed threshold stops that. Measured at batch 4 x ~665 tokens with
+    gradient checkpointing on 2 cores (peak RSS, s/step): glibc default 4.9-5.1 GB, 18.1-18.5 s; 8 MB
+    3.7 GB, 18.8 s; 4 MB 1.9 GB, 24.5 s; 1 MB 1.6 GB, 26 s (smaller thresholds mmap, and so zero, more
+    buffers per step). The reference adapter (150 steps, ~700-token prompts) was trained at 8 MB: peak
+    4.3 GB at 25 s/step on a machine doing other work; 4 MB is the default, for the goal of under 4 GB
+    on a learner's 8 GB machine. Without checkpointing it barely helps (11.9 -> 11.5 GB) and costs time
+    (15.7 -> 18.7 s/step), so it is applied only with checkpointing. Process-wide.
+    MALLOC_MMAP_THRESHOLD_ in the environment (e.g. 8388608 where memory is plentiful) wins.
     """
     if not sys.platform.startswith("linux") or os.environ.get("MALLOC_MMAP_THRESHOLD_"):
         return
@@ -259,8 +266,9 @@ class TrainConfig(BaseModel):
     max_length: int = Field(1024, gt=1)  # longer examples are dropped (counted), never truncated
     seed: int = 42
     # Recompute each layer's activations in the backward pass instead of keeping them all. Measured at
-    # batch 4 x ~665-token prompts (2 cores): on, peak RSS 1.8-1.9 GB at ~18 s/step; off, 7.3-12 GB
-    # (activations, not the vocabulary layer) at ~13 s/step. Off only where memory is plentiful.
+    # batch 4 x ~665-token prompts (2 cores): on, peak RSS 1.9-4.3 GB (by the mmap threshold) at 19-25
+    # s/step; off, 11.9 GB (activations, not the vocabulary layer) at 15.7 s/step. Off only where memory
+    # is plentiful.
     gradient_checkpointing: bool = True
     eval_each_epoch: bool = False  # validation loss after every epoch, not only at the end
 
@@ -598,7 +606,8 @@ def train_lora(train_path: str | Path, valid_path: str | Path | None = None, *, 
     import torch
     from peft import LoraConfig, get_peft_model
 
-    _release_freed_memory()
+    if config.gradient_checkpointing:  # without it the live activations dominate and this only costs time
+        _release_freed_memory()
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     order_rng = random.Random(config.seed)
