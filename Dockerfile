@@ -40,20 +40,24 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY requirements/cloud.txt /src/requirements/cloud.txt
 RUN pip install -r /src/requirements/cloud.txt
 
+# ---- the application source, copied once for both images
+FROM scratch AS source
+COPY pyproject.toml README.md /app/
+COPY labkit/ /app/labkit/
+COPY prompts/ /app/prompts/
+COPY data/ /app/data/
+COPY eval/ /app/eval/
+
 # ---- the local image
 FROM local-deps AS local
 RUN useradd --create-home --uid 10001 labkit
 WORKDIR /app
-COPY --chown=labkit:labkit pyproject.toml README.md ./
-COPY --chown=labkit:labkit labkit/ labkit/
-COPY --chown=labkit:labkit prompts/ prompts/
-COPY --chown=labkit:labkit data/ data/
-COPY --chown=labkit:labkit eval/ eval/
+COPY --from=source --chown=10001:10001 /app/ ./
 RUN pip install --no-deps . \
  && mkdir -p /home/labkit/.cache/labkit/wheels \
  && cp -r /wheels/redteam /home/labkit/.cache/labkit/wheels/redteam \
  && cp /wheels/llama_cpp_python-*.tar.gz /home/labkit/.cache/labkit/wheels/ \
- && chown -R labkit:labkit /home/labkit/.cache
+ && chown -R 10001:10001 /home/labkit/.cache
 USER 10001:10001
 ENV LABKIT_HOME=/home/labkit/.labkit LABKIT_BACKEND=local LABKIT_APP_CONFIG=/app/eval/small.json \
     LABKIT_ENV_FILE=none PYTHONUNBUFFERED=1
@@ -68,11 +72,7 @@ CMD ["labkit", "serve", "--host", "0.0.0.0", "--port", "8000", "--config", "/app
 FROM cloud-deps AS cloud
 RUN useradd --create-home --uid 10001 labkit
 WORKDIR /app
-COPY --chown=labkit:labkit pyproject.toml README.md ./
-COPY --chown=labkit:labkit labkit/ labkit/
-COPY --chown=labkit:labkit prompts/ prompts/
-COPY --chown=labkit:labkit data/ data/
-COPY --chown=labkit:labkit eval/ eval/
+COPY --from=source --chown=10001:10001 /app/ ./
 RUN pip install --no-deps .
 USER 10001:10001
 # every service from Azure (endpoints and deployments come from the environment: docs/azure.md);
