@@ -65,6 +65,9 @@ def _final_line_bar() -> type:
             super().__init__(*args, delay=float("inf"), file=sys.stdout, **kwargs)
             self._final_printed = False
 
+        def display(self, *args: Any, **kwargs: Any) -> None:
+            """Nothing while running: `set_postfix` and `refresh` draw regardless of `delay`."""
+
         def close(self) -> None:
             if not self.disable and not self._final_printed:
                 self._final_printed = True

@@ -197,5 +197,13 @@ def test_a_headless_notebook_gets_one_final_progress_line(clean_env, capsys: pyt
         pass
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.startswith("bulk demo: 100%") and "7/7" in out and "\r" not in out
+    # a bar updated by hand with a postfix (the fine-tune's loss) also prints only its final state
+    manual = bar_type(total=4, desc="fine-tune", unit="step")
+    for i in range(4):
+        manual.set_postfix(loss=f"{1 / (i + 1):.3f}")
+        manual.update(1)
+    manual.close()
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("fine-tune: 100%") and "loss=0.250" in out
     assert progress.in_kernel() is False and progress.widget_frontend_available() is False
     assert type(progress.bar(range(2))).__name__ == "tqdm"  # a terminal gets tqdm's text bar
