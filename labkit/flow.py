@@ -712,6 +712,8 @@ def _guarded(check: Any, guard: str) -> list[Any]:
         return check()
     except (ConfigError, GuardUnavailable):
         raise
+    except FileNotFoundError as exc:  # the red-team wheels are missing: its message names the fix
+        raise GuardUnavailable(f"the {guard} guard could not decide: {exc}") from None
     except Exception as exc:
         raise GuardUnavailable(f"the {guard} guard could not decide ({type(exc).__name__})") from None
 

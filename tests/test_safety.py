@@ -241,3 +241,14 @@ def test_a_guard_that_cannot_decide_fails_closed(guarded, monkeypatch) -> None:
     with pytest.raises(safety.GuardUnavailable, match="the input guard could not decide"):
         flow.answer("Is the Skyfall 2 waterproof?", "C-001", config=_config())
     assert len(guarded.bodies) == before  # never answered unguarded
+
+
+def test_missing_attack_sets_name_the_command_that_fetches_them(guarded, monkeypatch) -> None:
+    from labkit import flow
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("the red-team wheels are missing in /x/redteam: run make setup")
+
+    monkeypatch.setattr(safety, "check_input", missing)
+    with pytest.raises(safety.GuardUnavailable, match="run make setup"):
+        flow.answer("Is the Skyfall 2 waterproof?", "C-001", config=_config())
