@@ -129,23 +129,22 @@ def check_documents(documents: list[dict[str, Any]], *, settings: Settings | Non
     benign, so a sentence that reads like a prompt to an assistant stands out)."""
     settings = settings or get_settings()
     limits = thresholds(settings)
-    shielded: list[bool] = []
-    if settings.labkit_safety_backend == "azure" and documents:
-        _, shielded = azure.shield("", [f"{d.get('title', '')}\n{d.get('content', '')}" for d in documents],
-                                   settings)
+    texts = [f"{d.get('title', '')}\n{d.get('content', '')}" for d in documents]
+    if not texts:
+        return []
+    if settings.labkit_safety_backend == "azure":
+        _, shielded = azure.shield("", texts, settings)
+        model = [float(shielded[i]) if i < len(shielded) else 0.0 for i in range(len(texts))]
+        backend = "azure"
+    else:  # one classifier call for every sentence of every document (this runs on each request)
+        pieces = [_sentences(t) for t in texts]
+        scores = iter(s for _, s in attack_scores([x for p in pieces for x in p], settings, "documents"))
+        model = [max((next(scores) for _ in p), default=0.0) for p in pieces]
+        backend = "offline"
     out = []
-    for i, doc in enumerate(documents):
-        if shielded:
-            rule_score, _ = rules.planted_instruction(f"{doc.get('title', '')}\n{doc.get('content', '')}")
-            score = max(float(shielded[i]) if i < len(shielded) else 0.0, rule_score)
-            out.append(decide("documents", "indirect_injection", score, block_at=None, backend="azure",
-                              flag_at=limits["indirect_injection"], detail=str(doc.get("id", ""))))
-            continue
-        text = f"{doc.get('title', '')}\n{doc.get('content', '')}"
-        rule_score, _ = rules.planted_instruction(text)
-        model_score = max((s for _, s in attack_scores(_sentences(text), settings, "documents")), default=0.0)
-        score = max(rule_score, model_score)
-        out.append(decide("documents", "indirect_injection", score, block_at=None,
+    for doc, text, model_score in zip(documents, texts, model, strict=True):
+        score = max(rules.planted_instruction(text)[0], model_score)
+        out.append(decide("documents", "indirect_injection", score, block_at=None, backend=backend,
                           flag_at=limits["indirect_injection"], detail=str(doc.get("id", ""))))
     return out
 

@@ -56,10 +56,11 @@ def _rates(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
 def score_prompts(limit_per_source: int | None = None,
                   settings: Settings | None = None) -> list[dict[str, Any]]:
     """The input guard on every published and Contoso-written attack (scores only, no text kept)."""
-    from labkit.safety import classifier, corpus, guards
+    from labkit.safety import classifier, corpus, guards, rules
 
     settings = settings or get_settings()
-    limit = guards.thresholds(settings)["attack"]
+    limits = guards.thresholds(settings)
+    limit = limits["attack"]
     prompts = [p for p in corpus.published(settings) if p.label == "attack"]
     prompts += corpus.written("contoso_attacks")
     if limit_per_source:
@@ -84,9 +85,6 @@ def score_prompts(limit_per_source: int | None = None,
 
     rows = []
     for i, (p, (predicted, score)) in enumerate(zip(prompts, scores, strict=True)):
-        from labkit.safety import rules
-
-        limits = guards.thresholds(settings)
         rule = max(rules.other_customer_request(p.text, SIGNED_IN)[0] / limits["other_customer_data"],
                    rules.harm_intent(p.text)[0] / limits["harm_intent"])
         blocked = score >= limit or rule >= 1.0
