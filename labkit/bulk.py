@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from labkit import costs
+from labkit import costs, tracing
 from labkit.jsonl import numbered_objects
 from labkit.progress import bar as progress_bar
 from labkit.progress import progress_enabled  # noqa: F401 - re-exported: tests and notebooks use bulk.progress_enabled
@@ -85,7 +85,8 @@ def run_bulk(
             values = _inputs_for(row, prompt, input_map, inputs or {})
             if record["question"] is None:
                 record["question"] = values.get("question")
-            reply = prompt.run(client, model=model, params=overrides, **values)
+            with tracing.purpose("bulk"):
+                reply = prompt.run(client, model=model, params=overrides, **values)
             tokens_in, tokens_out = reply.usage.get("input_tokens"), reply.usage.get("output_tokens")
             estimated = bool(reply.usage.get("estimated")) or tokens_in is None or tokens_out is None
             if tokens_in is None:

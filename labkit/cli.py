@@ -26,6 +26,9 @@ data_app = typer.Typer(help="Load customers and orders into the active store", n
 app.add_typer(data_app, name="data")
 tokens_app = typer.Typer(help="Sign-in tokens for the chat service (stored hashed)", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
+monitor_app = typer.Typer(help="Dashboards, online evaluation, drift and alerts (notebook 08)",
+                          no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
 console = Console()
 
 
@@ -415,6 +418,172 @@ def workshop(
     from labkit.workshop import main as run_workshop
 
     raise typer.Exit(run_workshop(only))
+
+
+# ---- monitor ------------------------------------------------------------------------------------
+SinceOption = Annotated[str, typer.Option("--since", help="window: a duration (30m, 1h, 7d) or an instant")]
+HomeOption = Annotated[str | None, typer.Option("--home", help="state folder to read (default: LABKIT_HOME; "
+                                                "e.g. a folder written by `labkit monitor simulate`)")]
+
+
+def _monitor_source(home: str | None) -> Any:
+    from pathlib import Path
+
+    from labkit.monitor.source import Source
+
+    if home is None:
+        return Source.current()
+    if not Path(home).is_dir():
+        raise ConfigError(f"--home {home}: no such folder")
+    return Source(Path(home).resolve())
+
+
+def _monitor_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Bad windows, rule files and missing baselines: one line and exit 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError) as exc:
+            typer.echo(f"{type(exc).__name__}: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@monitor_app.command("summary")
+@_friendly
+@_monitor_errors
+def monitor_summary(since: SinceOption = "24h", home: HomeOption = None) -> None:
+    """Requests, errors, latency, tokens, cost and feedback of a window, in the terminal."""
+    from labkit.monitor import dashboard
+
+    typer.echo(dashboard.summary_text(dashboard.build(_monitor_source(home), since=since)))
+
+
+@monitor_app.command("report")
+@_friendly
+@_monitor_errors
+def monitor_report(since: SinceOption = "24h", home: HomeOption = None,
+                   out: Annotated[str, typer.Option("--out", help="the HTML file")] = "build/monitor.html",
+                   rules: Annotated[str | None, typer.Option("--rules", help="alert rules (YAML)")] = None,
+                   baseline: Annotated[str | None, typer.Option("--baseline", help="drift baseline (JSON)")]
+                   = None) -> None:
+    """One self-contained HTML report: dashboards, alerts and drift."""
+    from labkit.monitor import alerts as alerting
+    from labkit.monitor import dashboard, drift, report
+    from labkit.monitor.source import load_scores, window
+
+    source = _monitor_source(home)
+    dash = dashboard.build(source, since=since)
+    table = alerting.evaluate(rules, source)
+    win = window(since)
+    scores = load_scores(source)
+    if len(scores) and "time" in scores:
+        import pandas as pd
+
+        times = pd.to_datetime(scores["time"], utc=True, format="ISO8601")
+        scores = scores[(times >= pd.Timestamp(win.start)) & (times < pd.Timestamp(win.end))]
+    drifted = drift.check(scores, drift.load_baseline(baseline))
+    path = report.write(dash, out, table, drifted)
+    typer.echo(f"wrote {path} ({dash.label}, {dash.overview['requests']:,} requests)")
+
+
+@monitor_app.command("evaluate")
+@_friendly
+@_monitor_errors
+def monitor_evaluate(home: HomeOption = None,
+                     limit: Annotated[int | None, typer.Option("--limit", help="at most N samples")] = None,
+                     no_judge: Annotated[bool, typer.Option("--no-judge", help="skip the groundedness judge")]
+                     = False) -> None:
+    """Score the sampled answers not scored yet (label-free evaluators and the groundedness judge)."""
+    from labkit.monitor import online
+
+    source = _monitor_source(home)
+    if not no_judge:
+        from labkit.services import ensure_running
+
+        ensure_running()
+    written = online.evaluate(source, limit=limit, judge=not no_judge)
+    grounded = [s["groundedness"] for s in written if s.get("groundedness") is not None]
+    unmeasured = sum(1 for s in written if s.get("groundedness") is None)
+    mean = f"{sum(grounded) / len(grounded):.2f}" if grounded else "n/a"
+    typer.echo(f"scored {len(written)} samples into {source.scores}; groundedness mean {mean} "
+               f"over {len(grounded)}, unmeasured {unmeasured}")
+
+
+@monitor_app.command("drift")
+@_friendly
+@_monitor_errors
+def monitor_drift(since: SinceOption = "24h", home: HomeOption = None,
+                  baseline: Annotated[str | None, typer.Option("--baseline", help="drift baseline (JSON)")]
+                  = None) -> None:
+    """Online scores of a window against the offline baseline: one verdict per metric."""
+    import pandas as pd
+
+    from labkit.monitor import drift
+    from labkit.monitor.source import load_scores, window
+
+    source = _monitor_source(home)
+    win = window(since)
+    scores = load_scores(source)
+    if len(scores) and "time" in scores:
+        times = pd.to_datetime(scores["time"], utc=True, format="ISO8601")
+        scores = scores[(times >= pd.Timestamp(win.start)) & (times < pd.Timestamp(win.end))]
+    for line in drift.verdict_lines(drift.check(scores, drift.load_baseline(baseline))):
+        typer.echo(line)
+
+
+@monitor_app.command("alerts")
+@_friendly
+@_monitor_errors
+def monitor_alerts(home: HomeOption = None,
+                   rules: Annotated[str | None, typer.Option("--rules", help="alert rules (YAML)")] = None,
+                   as_json: Annotated[bool, typer.Option("--json", help="print the table as JSON")] = False
+                   ) -> None:
+    """Evaluate the alert rules; exit code 1 when any fired (for a scheduler)."""
+    from labkit.monitor import alerts as alerting
+
+    table = alerting.evaluate(rules, _monitor_source(home))
+    if as_json:
+        typer.echo(table.to_json(orient="records"))
+    else:
+        for line in alerting.alert_lines(table):
+            typer.echo(line)
+    raise typer.Exit(1 if (table["state"] == "fired").any() else 0)
+
+
+@monitor_app.command("simulate")
+@_friendly
+@_monitor_errors
+def monitor_simulate(out: Annotated[str, typer.Option("--out", help="folder to write")] = "build/synthetic",
+                     days: Annotated[float, typer.Option("--days")] = 7.0,
+                     rate: Annotated[float, typer.Option("--rate", help="requests per hour")] = 40.0,
+                     seed: Annotated[int, typer.Option("--seed")] = 0,
+                     drift_hours: Annotated[float, typer.Option("--drift-hours", help="the last N hours "
+                                                                "drift (0: none)")] = 0.0) -> None:
+    """Write synthetic traffic (labelled synthetic) to read with --home."""
+    import datetime as dt
+
+    from labkit.monitor.simulate import simulate
+
+    end = dt.datetime.now(dt.UTC)
+    drift_at = end - dt.timedelta(hours=drift_hours) if drift_hours > 0 else None
+    traffic = simulate(out, days=days, requests_per_hour=rate, seed=seed, end=end, drift_at=drift_at)
+    typer.echo(f"wrote {len(traffic.requests):,} synthetic requests and {traffic.spans:,} spans to {out}")
+
+
+@monitor_app.command("baseline")
+@_friendly
+@_monitor_errors
+def monitor_baseline(source: Annotated[str, typer.Option("--from", help="an evaluation output folder")],
+                     out: Annotated[str, typer.Option("--out")] = "eval/monitor-baseline.json") -> None:
+    """Make the drift baseline from an offline evaluation run."""
+    from labkit.monitor import drift
+
+    baseline = drift.build_baseline(source, out)
+    typer.echo(f"wrote {out}: {len(baseline['rows'])} rows ({baseline['label']})")
 
 
 def main() -> None:

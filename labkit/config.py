@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     labkit_app_config: str | None = None        # FlowConfig file for the background `app` service
     labkit_app_model_slots: int | None = None   # answers at once; default 1 local (llama.cpp), 4 cloud
 
+    # monitoring (notebook 08): the share of answered requests kept, with personal data removed, for
+    # online evaluation; the store keeps at most this many samples (the oldest go first)
+    labkit_monitor_sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
+    labkit_monitor_sample_max: int = Field(default=5000, ge=1)
+
     # Azure OpenAI (key optional: without it, Entra ID through azure-identity)
     azure_openai_endpoint: str | None = None
     azure_openai_api_key: SecretStr | None = None

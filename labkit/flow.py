@@ -34,7 +34,7 @@ from labkit import models, search, store
 from labkit.config import get_settings
 from labkit.prompts import load_prompt
 from labkit.schema import CATEGORIES, PRODUCT_ID_IN_TEXT_RE, load_products, short_name
-from labkit.tracing import capture_content, get_tracer
+from labkit.tracing import PURPOSE_ATTRIBUTE, capture_content, current_purpose, get_tracer
 
 CITATION_RE = PRODUCT_ID_IN_TEXT_RE  # [P-004], (P-004) or a bare P-004: all count as citations
 CATALOG_UNAVAILABLE = ("Sorry, I can't look up the Contoso Outdoors catalog right now, so I can't answer "
@@ -398,9 +398,12 @@ class _Run:
                 self.usage[key] += usage[key]
                 span.set_attribute(f"gen_ai.usage.{key}", usage[key])
         self.usage["estimated"] = self.usage["estimated"] or bool(usage.get("estimated"))
+        if usage.get("estimated"):
+            span.set_attribute("labkit.usage.estimated", True)  # counted locally, not reported by the model
 
     def _chat_attributes(self, span: Any, params: dict[str, Any]) -> None:
         span.set_attribute("gen_ai.operation.name", "chat")
+        span.set_attribute(PURPOSE_ATTRIBUTE, current_purpose())
         span.set_attribute("gen_ai.provider.name", get_settings().backend_for("chat"))
         span.set_attribute("gen_ai.request.model", self.model)
         for key in ("temperature", "max_tokens"):
@@ -564,6 +567,7 @@ class _Run:
             with self.tracer.start_as_current_span(f"embeddings {models.embedding_model_name()}") as span:
                 span.set_attribute("gen_ai.operation.name", "embeddings")
                 span.set_attribute("gen_ai.request.model", models.embedding_model_name())
+                span.set_attribute(PURPOSE_ATTRIBUTE, current_purpose())
                 vectors = models.embed_cached(queries)
         for i, query in enumerate(queries):
             with self.tracer.start_as_current_span(f"retrieval {cfg.index}") as span:
@@ -656,6 +660,7 @@ def _execute(run: _Run, streaming: bool) -> Iterator[str | ChatResult]:
         root.set_attribute("labkit.flow_version", run.result.flow_version)
         root.set_attribute("labkit.flow.name", run.config.name)
         root.set_attribute("labkit.streamed", streaming)
+        root.set_attribute(PURPOSE_ATTRIBUTE, current_purpose())
         if not run.guard_input() or not run.prepare():
             yield run.result.answer
         else:

@@ -27,6 +27,7 @@ import numpy as np
 from openai import OpenAI
 
 from labkit.config import ConfigError, Settings, get_settings
+from labkit.tracing import model_span
 
 LOCAL_API_KEY = "labkit-local"  # the local server checks no key; the client needs a non-empty one
 LOCAL_EMBED_DIMENSIONS = 384
@@ -223,14 +224,30 @@ def chat(
     if system:
         messages = [{"role": "system", "content": system}, *messages]
     extra = {"seed": seed} if seed is not None else {}
-    start = time.perf_counter()
-    response = client.chat.completions.create(
-        model=model or chat_model_name(), messages=messages, temperature=temperature,  # type: ignore[arg-type]
-        max_tokens=max_tokens, **extra, **kwargs,
-    )
-    latency = time.perf_counter() - start
-    choice = response.choices[0]
-    usage = response.usage
+    name = model or chat_model_name()
+    with model_span("chat", name, **{"gen_ai.request.temperature": temperature,
+                                     "gen_ai.request.max_tokens": max_tokens}) as span:
+        if span is not None:
+            span.set_attribute("gen_ai.provider.name", get_settings().backend_for("chat"))
+        start = time.perf_counter()
+        try:
+            response = client.chat.completions.create(
+                model=name, messages=messages, temperature=temperature,  # type: ignore[arg-type]
+                max_tokens=max_tokens, **extra, **kwargs,
+            )
+        except Exception as exc:
+            if span is not None:
+                span.set_attribute("error.type", type(exc).__name__)  # no message: it may quote a key
+            raise
+        latency = time.perf_counter() - start
+        choice = response.choices[0]
+        usage = response.usage
+        if span is not None:
+            span.set_attribute("gen_ai.response.model", response.model or name)
+            span.set_attribute("gen_ai.response.finish_reasons", [choice.finish_reason or ""])
+            if usage is not None:
+                span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
     return ChatReply(
         text=choice.message.content or "",
         usage={
@@ -312,20 +329,28 @@ def embed(texts: Sequence[str], *, settings: Settings | None = None, batch_size:
     if not texts:
         return np.zeros((0, embedding_dimensions(settings)), dtype=np.float32)
     if backend == "local":
-        vectors = _local_embedder().encode(
-            texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False,
-            convert_to_numpy=True,
-        )
+        with model_span("embeddings", embedding_model_name(settings),
+                        **{"gen_ai.provider.name": "local", "labkit.inputs": len(texts)}):
+            vectors = _local_embedder().encode(
+                texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False,
+                convert_to_numpy=True,
+            )
         return np.asarray(vectors, dtype=np.float32)
     client = _client_for(backend, settings, max_retries=2, timeout=120.0)
     dims = (settings.azure_openai_embedding_dimensions if backend == "azure"
             else settings.openai_embedding_dimensions)
     extra = {"dimensions": dims} if dims else {}
     out: list[list[float]] = []
-    for i in range(0, len(texts), 256):
-        response = client.embeddings.create(model=embedding_model_name(settings), input=texts[i:i + 256],
-                                            **extra)
-        out.extend(d.embedding for d in sorted(response.data, key=lambda d: d.index))
+    name = embedding_model_name(settings)
+    attributes = {"gen_ai.provider.name": backend, "labkit.inputs": len(texts)}
+    with model_span("embeddings", name, **attributes) as span:
+        tokens = 0
+        for i in range(0, len(texts), 256):
+            response = client.embeddings.create(model=name, input=texts[i:i + 256], **extra)
+            out.extend(d.embedding for d in sorted(response.data, key=lambda d: d.index))
+            tokens += getattr(response.usage, "prompt_tokens", 0) or 0
+        if span is not None:
+            span.set_attribute("gen_ai.usage.input_tokens", tokens)
     return np.asarray(out, dtype=np.float32)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from labkit import costs, models
+from labkit import costs, models, tracing
 from labkit.config import get_settings
 from labkit.progress import widget_frontend_available
 from labkit.prompts import Prompt, list_prompts, load_prompt
@@ -69,16 +69,17 @@ def run_side(source: str | Prompt, question: str, *, label: str = "", system: st
     used = temperature
     try:
         prompt = _source(source)
-        if prompt is None:
-            used = 0.0 if temperature is None else temperature
-            reply = models.chat(question, system=system or None, model=name, client=client,
-                                temperature=used, **params)
-        else:
-            if temperature is not None:
-                params["temperature"] = temperature
-            used = params.get("temperature", prompt.parameters.get("temperature"))
-            inputs = {**prompt.sample, **(extra_inputs or {}), "question": question}
-            reply = prompt.run(client, model=name, params=params, **inputs)
+        with tracing.purpose("playground"):
+            if prompt is None:
+                used = 0.0 if temperature is None else temperature
+                reply = models.chat(question, system=system or None, model=name, client=client,
+                                    temperature=used, **params)
+            else:
+                if temperature is not None:
+                    params["temperature"] = temperature
+                used = params.get("temperature", prompt.parameters.get("temperature"))
+                inputs = {**prompt.sample, **(extra_inputs or {}), "question": question}
+                reply = prompt.run(client, model=name, params=params, **inputs)
     except Exception as exc:  # show the error in the playground, do not raise from a button click
         return PlaygroundRun(label, "", None, None, 0.0, name, costs.estimate_cost(name, 0, 0),
                              f"{type(exc).__name__}: {exc}", used)

@@ -10,11 +10,13 @@ never include keys or secrets: only names, counts, timings and (optionally) cont
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +134,56 @@ def tracer_provider() -> TracerProvider:
                 trace.set_tracer_provider(provider)
             provider.add_span_processor(SimpleSpanProcessor(SqliteSpanExporter()))
             _provider = provider
+            # imported here, not at the top: labkit.monitor's modules may import this one
+            from labkit.monitor.export import configure_exporters
+
+            configure_exporters(provider)  # also OTLP / Azure Monitor when the environment asks (notebook 08)
         return _provider
+
+
+# What a model call is for: "service" (the HTTP service), "evaluation" (a row of `labkit eval`), "judge",
+# "bulk", "playground", or "direct" (a notebook cell or the CLI). Monitoring splits tokens and cost by it.
+_purpose: ContextVar[str] = ContextVar("labkit_purpose", default="direct")
+PURPOSE_ATTRIBUTE = "labkit.purpose"
+
+
+@contextlib.contextmanager
+def purpose(name: str) -> Iterator[None]:
+    """Label the model calls made inside this block (`labkit.purpose` on their spans)."""
+    token = _purpose.set(name)
+    try:
+        yield
+    finally:
+        _purpose.reset(token)
+
+
+def current_purpose() -> str:
+    return _purpose.get()
+
+
+def _inside_model_span() -> bool:
+    attributes = getattr(trace.get_current_span(), "attributes", None) or {}
+    return attributes.get("gen_ai.operation.name") in ("chat", "embeddings")
+
+
+@contextlib.contextmanager
+def model_span(operation: str, model: str, **attributes: Any) -> Iterator[Any]:
+    """A span around one model call (`chat <model>` or `embeddings <model>`) with GenAI attribute names.
+
+    Every model call is traced, not only the flow's: judges, bulk runs and the playground too, so
+    monitoring (notebook 08) sees all tokens and cost. Inside a span that already describes the call
+    (the flow opens its own), it yields None and adds nothing."""
+    if _inside_model_span():
+        yield None
+        return
+    with get_tracer().start_as_current_span(f"{operation} {model}") as span:
+        span.set_attribute("gen_ai.operation.name", operation)
+        span.set_attribute("gen_ai.request.model", model)
+        span.set_attribute(PURPOSE_ATTRIBUTE, current_purpose())
+        for key, value in attributes.items():
+            if value is not None:
+                span.set_attribute(key, value)
+        yield span
 
 
 def get_tracer() -> trace.Tracer:

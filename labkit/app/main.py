@@ -33,6 +33,7 @@ from labkit import flow, requestlog, store
 from labkit.app.limits import ModelQueue, QueueFull, TokenBucket
 from labkit.app.tokens import AuthError, TokenStore
 from labkit.config import Settings, get_settings
+from labkit.monitor import online
 from labkit.tracing import get_tracer, tracer_provider
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -360,6 +361,7 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
                                f"a backend failed ({type(exc).__name__}); retry later",
                                {"Retry-After": "10"}) from None
             log.update(status=200, request_id=result.request_id, **_usage_fields(result))
+            await asyncio.to_thread(_sample, result, body.question, customer)
             return JSONResponse(_public(result), headers=_SECURITY_HEADERS)
         finally:
             _log(log, customer, body.question, started)
@@ -402,6 +404,7 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
                     if item.blocked:
                         yield _event("blocked", {"request_id": item.request_id})
                     log.update(status=200, request_id=item.request_id, **_usage_fields(item))
+                    await asyncio.to_thread(_sample, item, question, customer)
                     yield _event("done", _public(item))
                     break
                 if isinstance(item, Exception):
@@ -423,6 +426,13 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
                 queue.release()
 
             asyncio.ensure_future(release())
+
+    def _sample(result: flow.ChatResult, question: str, customer: str) -> None:
+        """Keep the answer for online evaluation when it falls in the sampled share (notebook 08)."""
+        try:
+            online.maybe_sample(result, question, customer, index=config.index, settings=settings)
+        except Exception:  # noqa: BLE001 - monitoring must never fail an answer
+            pass
 
     def _log(log: dict[str, Any], customer: str, question: str, started: float) -> None:
         log["latency_s"] = round(time.monotonic() - started, 4)
@@ -467,9 +477,12 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 def _run_attached(ctx: Any, fn: Any, *args: Any) -> Any:
     from opentelemetry import context as otel_context
 
+    from labkit.tracing import purpose
+
     token = otel_context.attach(ctx)
     try:
-        return fn(*args)
+        with purpose("service"):
+            return fn(*args)
     finally:
         otel_context.detach(token)
 

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from labkit import models
+from labkit import models, tracing
 from labkit.config import get_settings
 from labkit.evaluation.base import Outcome, Score, Unmeasured, answer_of, field_of
 from labkit.prompts import load_prompt
@@ -89,8 +89,9 @@ class JudgeEvaluator:
         if not response.strip():
             return Unmeasured("empty response: nothing to judge")
         try:
-            reply = self.prompt.run(self.client, model=self.model, params=params, query=query,
-                                    response=response, context=context)
+            with tracing.purpose("judge"):
+                reply = self.prompt.run(self.client, model=self.model, params=params, query=query,
+                                        response=response, context=context)
         except Exception as exc:  # a failed judge call is unmeasured, not a zero
             if self.raise_transient and models.is_transient(exc):
                 raise  # the evaluation runner waits and retries the row

@@ -48,7 +48,7 @@ from typing import Any
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
-from labkit import models
+from labkit import models, tracing
 from labkit.config import ConfigError, Settings, get_settings
 from labkit.evaluation.base import Score, answer_of, field_of
 from labkit.evaluation.judges import JUDGES, JudgeEvaluator
@@ -429,7 +429,7 @@ class _VariantRunner:
             attempts += 1
             remaining = max(1.0, float(int(deadline - time.monotonic())))  # whole seconds: clients are reused
             try:
-                with models.client_options(max_retries=0, timeout=remaining):
+                with models.client_options(max_retries=0, timeout=remaining), tracing.purpose("evaluation"):
                     result = self.target(row)
                     values, reasons, unmeasured, judge_calls = self.score(row, result)
             except Exception as exc:

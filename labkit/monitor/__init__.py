@@ -1,0 +1,1 @@
+"""Monitoring: dashboards, online evaluation, drift, alerts and span export (notebook 08)."""
