@@ -37,8 +37,9 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
 # ---- dependencies of the cloud image: the service's libraries only (requirements/cloud.txt)
 FROM ${PYTHON_IMAGE} AS cloud-deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY requirements/cloud.txt /src/requirements/cloud.txt
-RUN pip install -r /src/requirements/cloud.txt
+COPY requirements/cloud.txt requirements/monitor-azure.txt /src/requirements/
+# monitor-azure.txt: spans to Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is set
+RUN pip install -r /src/requirements/cloud.txt -r /src/requirements/monitor-azure.txt
 
 # ---- the application source, copied once for both images
 FROM scratch AS source

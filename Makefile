@@ -41,6 +41,7 @@ benchmarks: setup
 	$(PY) benchmarks/eval_throughput.py
 	$(PY) benchmarks/service.py
 	$(PY) benchmarks/guards.py
+	$(PY) benchmarks/monitor.py
 
 clean:            ## stop services and remove build output and local state (keeps .venv)
 	-$(PY) -m labkit.cli services down

@@ -485,7 +485,11 @@ def monitor_report(since: SinceOption = "24h", home: HomeOption = None,
 
         times = pd.to_datetime(scores["time"], utc=True, format="ISO8601")
         scores = scores[(times >= pd.Timestamp(win.start)) & (times < pd.Timestamp(win.end))]
-    drifted = drift.check(scores, drift.load_baseline(baseline))
+    try:
+        drifted = drift.check(scores, drift.load_baseline(baseline))
+    except FileNotFoundError as exc:  # the report is useful without a drift section
+        drifted = None
+        typer.echo(f"no drift section: {exc}", err=True)
     path = report.write(dash, out, table, drifted)
     typer.echo(f"wrote {path} ({dash.label}, {dash.overview['requests']:,} requests)")
 
@@ -531,6 +535,8 @@ def monitor_drift(since: SinceOption = "24h", home: HomeOption = None,
     if len(scores) and "time" in scores:
         times = pd.to_datetime(scores["time"], utc=True, format="ISO8601")
         scores = scores[(times >= pd.Timestamp(win.start)) & (times < pd.Timestamp(win.end))]
+    if source.synthetic:
+        typer.echo(f"SYNTHETIC traffic ({source.home}): not a measurement of any deployment")
     for line in drift.verdict_lines(drift.check(scores, drift.load_baseline(baseline))):
         typer.echo(line)
 
@@ -545,7 +551,10 @@ def monitor_alerts(home: HomeOption = None,
     """Evaluate the alert rules; exit code 1 when any fired (for a scheduler)."""
     from labkit.monitor import alerts as alerting
 
-    table = alerting.evaluate(rules, _monitor_source(home))
+    source = _monitor_source(home)
+    table = alerting.evaluate(rules, source)
+    if source.synthetic and not as_json:  # the JSON rows carry "synthetic": true
+        typer.echo(f"SYNTHETIC traffic ({source.home}): not a measurement of any deployment")
     if as_json:
         typer.echo(table.to_json(orient="records"))
     else:

@@ -24,6 +24,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.trace import Status, StatusCode
 
 from labkit.config import get_settings
 
@@ -132,12 +133,14 @@ def tracer_provider() -> TracerProvider:
             else:
                 provider = TracerProvider(id_generator=_SystemRandomIds())
                 trace.set_tracer_provider(provider)
-            provider.add_span_processor(SimpleSpanProcessor(SqliteSpanExporter()))
-            _provider = provider
             # imported here, not at the top: labkit.monitor's modules may import this one
             from labkit.monitor.export import configure_exporters
 
-            configure_exporters(provider)  # also OTLP / Azure Monitor when the environment asks (notebook 08)
+            # OTLP / Azure Monitor when the environment asks (notebook 08). Checked first: a bad setting
+            # raises its clear error on every call until it is fixed, never half a configuration
+            configure_exporters(provider)
+            provider.add_span_processor(SimpleSpanProcessor(SqliteSpanExporter()))
+            _provider = provider
         return _provider
 
 
@@ -172,9 +175,9 @@ def model_span(operation: str, model: str, **attributes: Any) -> Iterator[Any]:
 
     Every model call is traced, not only the flow's: judges, bulk runs and the playground too, so
     monitoring (notebook 08) sees all tokens and cost. Inside a span that already describes the call
-    (the flow opens its own), it yields None and adds nothing."""
-    if _inside_model_span():
-        yield None
+    (the flow opens its own), it yields that span, so the call's usage is recorded there."""
+    if _inside_model_span():  # the caller's span describes this call: usage is recorded on it
+        yield trace.get_current_span()
         return
     with get_tracer().start_as_current_span(f"{operation} {model}") as span:
         span.set_attribute("gen_ai.operation.name", operation)
@@ -186,9 +189,34 @@ def model_span(operation: str, model: str, **attributes: Any) -> Iterator[Any]:
         yield span
 
 
-def get_tracer() -> trace.Tracer:
+class _TypeOnlyTracer:
+    """A tracer whose spans record an exception's type, never its message or stack trace: a message
+    can quote a key or a customer's text, and spans may leave the machine (OTLP, Azure Monitor).
+    A span that an exception leaves gets status ERROR with the type as description and `error.type`."""
+
+    def __init__(self, inner: trace.Tracer):
+        self._inner = inner
+
+    def start_span(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        kwargs.update(record_exception=False, set_status_on_exception=False)
+        return self._inner.start_span(name, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def start_as_current_span(self, name: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        kwargs.update(record_exception=False, set_status_on_exception=False)
+        with self._inner.start_as_current_span(name, *args, **kwargs) as span:
+            try:
+                yield span
+            except Exception as exc:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                if "error.type" not in (getattr(span, "attributes", None) or {}):
+                    span.set_attribute("error.type", type(exc).__name__)
+                raise
+
+
+def get_tracer() -> Any:
     """The labkit tracer (spans go to LABKIT_HOME/traces.sqlite of the moment each span ends)."""
-    return tracer_provider().get_tracer(TRACER_NAME)
+    return _TypeOnlyTracer(tracer_provider().get_tracer(TRACER_NAME))
 
 
 def capture_content() -> bool:

@@ -116,8 +116,34 @@ def check_07(nb: Any) -> list[str]:
     return problems
 
 
+def check_08(nb: Any) -> list[str]:
+    problems = []
+    if not _has_image(_code_cell(nb, "fig = dashboard.plot(week)")):
+        problems.append("08: the synthetic dashboard plot is missing")
+    if not _has_image(_code_cell(nb, "offline = pd.DataFrame(baseline")):
+        problems.append("08: the drift distributions plot is missing")
+    summary = _text(_code_cell(nb, "week = dashboard.build("))
+    if "SYNTHETIC" not in summary:
+        problems.append(f"08: the synthetic dashboard is not labelled synthetic: {summary[:200]!r}")
+    verdicts = _text(_code_cell(nb, "before = scores[("))
+    last_day = verdicts.split("the last day:")[-1]
+    if ": drifted (" not in last_day:
+        problems.append(f"08: no metric drifted on the last synthetic day: {last_day[:400]!r}")
+    fired = _text(_code_cell(nb, "for label, moment in"))
+    if "FIRED" not in fired.split("at the end:")[-1]:
+        problems.append(f"08: no alert fired at the end of the synthetic week: {fired[-400:]!r}")
+    stored = _text(_code_cell(nb, "question as stored:"))
+    outputs = "".join(_text(c) for c in nb.cells if c.cell_type == "code").lower()
+    for personal in ("elena.marsh@example.com", "555-0112", "elena marsh"):
+        if personal in outputs:
+            problems.append(f"08: personal data in an output: {personal}")
+    if "[email]" not in stored or "[name]" not in stored:
+        problems.append(f"08: the stored sample is not shown redacted: {stored[:200]!r}")
+    return problems
+
+
 CHECKS: dict[str, Callable[[Any], list[str]]] = {"00": check_00, "02": check_02, "03": check_03, "04": check_04,
-                                                 "05": check_05, "06": check_06, "07": check_07}
+                                                 "05": check_05, "06": check_06, "07": check_07, "08": check_08}
 
 
 def problems_in(path: Any) -> list[str]:

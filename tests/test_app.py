@@ -47,7 +47,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         # a loaded 2-core machine can take minutes per answer: the app's own 180 s limit would turn a
         # slow answer into a 504 here (the 504 path is not what these tests are about)
         env = {**os.environ, "AZURE_OPENAI_API_KEY": CANARY, "LABKIT_APP_RATE_PER_MINUTE": "60000",
-               "LABKIT_APP_RATE_BURST": "1000", "LABKIT_APP_TIMEOUT_S": "900"}
+               "LABKIT_APP_RATE_BURST": "1000", "LABKIT_APP_TIMEOUT_S": "900", "LABKIT_MONITOR_SAMPLE_RATE": "1"}
         log = settings.home / "app.log"
         settings.home.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:
@@ -292,6 +292,42 @@ def test_one_trace_per_request_with_the_request_span_as_root(local: Service) -> 
         ancestors.append(node["name"])
     assert "labkit.request" in ancestors and node is roots[0], ancestors
     assert any(s["operation"] == "chat" for s in spans)
+
+
+def test_answers_are_sampled_without_personal_data_and_scored_online(local: Service) -> None:
+    """The service keeps a redacted sample (rate 1 here); online evaluation re-reads its documents by id
+    through the real search SDK and asks the real local judge; the dashboard sees both purposes."""
+    from labkit.monitor import dashboard, online
+    from labkit.monitor.source import Source, read_jsonl
+
+    question = "I'm Elena Marsh (elena.marsh@example.com, 555-0112): how heavy is the Spark stove?"
+    response = local.ask(local.token("C-001"), question=question)
+    assert response.status_code == 200, response.text
+    request_id = response.json()["request_id"]
+    source = Source.current(local.settings)
+    (sample,) = [s for s in read_jsonl(source.samples) if s["request_id"] == request_id]
+    stored = json.dumps(sample).lower()
+    for personal in ("elena", "marsh", "elena.marsh@example.com", "555-0112", "c-001"):
+        assert personal not in stored, personal
+    assert "spark stove" in stored and sample["documents"] and sample["index"] == "products-product"
+    written = online.evaluate(source, progress=False)
+    (scored,) = [s for s in written if s["request_id"] == request_id]
+    assert scored["groundedness"] in (1.0, 2.0, 3.0, 4.0, 5.0) or scored["groundedness_unmeasured"]
+    assert scored["top_score"] is not None and scored["length_words"] > 0
+    # a request refused before the handler (sign-in) is logged too, so dashboards count it
+    refused_before = sum(1 for r in read_jsonl(source.request_log) if r.get("status") == 401)
+    assert local.client.post("/api/chat", json={"question": "hi"}).status_code == 401
+    invalid = local.client.post("/api/chat", json={"question": ""},
+                                headers={"authorization": f"Bearer {local.token('C-001')}"})
+    assert invalid.status_code == 422
+    logged = list(read_jsonl(source.request_log))
+    assert sum(1 for r in logged if r.get("status") == 401) == refused_before + 1
+    assert logged[-1]["status"] == 422 and logged[-1]["customer"] and "C-001" not in json.dumps(logged[-1])
+    dash = dashboard.build(source, since="1d")
+    assert dash.overview["requests"] >= 1 and not dash.synthetic
+    assert dash.overview["client_errors"] >= 2
+    assert {"service", "judge"} <= set(dash.tokens["purpose"])
+    assert dash.tokens["cost_usd"].fillna(-1).eq(0).all()  # the local model: priced at 0, not unpriced
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ def test_both_targets_run_as_a_user_on_8000_with_a_healthcheck() -> None:
 def test_the_cloud_image_has_no_llama_or_torch_and_its_pins_are_the_base_pins() -> None:
     chain = _stage("cloud") + _stage("cloud-deps")
     assert "llama" not in chain and "torch" not in chain and "requirements/cloud.txt" in chain
+    assert "monitor-azure.txt" in chain  # Azure Monitor export works in the cloud image (notebook 08)
     base = {line.split("#")[0].strip() for line in (REPO_ROOT / "requirements/base.txt").read_text().splitlines()}
     cloud = [line.split("#")[0].strip() for line in (REPO_ROOT / "requirements/cloud.txt").read_text().splitlines()
              if line.strip() and not line.startswith("#")]

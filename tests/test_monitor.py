@@ -159,8 +159,10 @@ def test_the_online_sample_never_holds_a_customers_email_phone_or_name() -> None
                      f"{c.phone[:3]}.{c.phone[4:]}", f"(425) {c.phone}"]
     question = "Hi, " + "; ".join(f"I am {c.first_name} {c.last_name.upper()}, {c.email}, call {c.phone} or "
                                   f"(425) {c.phone}, id {c.id}, at {c.address.street}" for c in customers)
-    answer = "Sure " + ", ".join(f"{c.first_name.lower()} ({c.email.upper()}, {c.phone[:3]}.{c.phone[4:]})"
-                                 for c in customers)
+    dash = "\u2013"  # an en dash between the digits
+    answer = "Sure " + ", ".join(f"{c.first_name.lower()} ({c.email.upper()}, {c.phone[:3]}.{c.phone[4:]}, "
+                                 f"{c.phone.replace('-', '')}, {c.phone.replace('-', dash)}, "
+                                 f"{c.id.lower()}, {c.first_name}_{c.last_name}2)" for c in customers)
     record = online.sample_record(_Result(answer), question, "hash", "products-section", extra_names=["Zed"])
     text = json.dumps(record).lower()
     for value in personal:
@@ -170,9 +172,10 @@ def test_the_online_sample_never_holds_a_customers_email_phone_or_name() -> None
     assert record["documents"] == [{"id": "P-001-section-000", "product_id": "P-001", "score": 0.03}]
     long = online.sample_record(_Result("x" * 10_000), "q" * 10_000, "hash", None)
     assert len(long["question"]) == len(long["answer"]) == online.MAX_CHARS
-    # product facts survive the redaction
-    assert online.redact("The Spark stove weighs 85 g and costs $49.95 [P-016]") == \
-        "The Spark stove weighs 85 g and costs $49.95 [P-016]"
+    # product facts, dates and order ids survive the redaction
+    for fact in ("The Spark stove weighs 85 g and costs $49.95 [P-016]", "300-1200 lumens",
+                 "order O-0001 of 2026-03-14, part RL-PS-14"):
+        assert online.redact(fact) == fact
 
 
 def test_sampling_is_a_stable_share_of_request_ids() -> None:
@@ -198,6 +201,12 @@ def isolated_home_no_services(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> 
     clean_env.setenv("LABKIT_MONITOR_SAMPLE_RATE", "1")
     clean_env.setenv("LABKIT_MONITOR_SAMPLE_MAX", "50")
     return tmp_path / "home"
+
+
+def _append_sample(source: Source, request_id: str) -> None:
+    record = online.sample_record(_Result("The tent [P-001] answer", request_id), "Which tent?", "h", "products-section")
+    with source.samples.open("a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 class _Judge:
@@ -234,9 +243,17 @@ def test_online_evaluation_is_resumable_and_counts_unreadable_judgements_as_unme
     scores = load_scores(source)
     assert len(scores) == 4 and scores["groundedness"].isna().sum() == 1  # unmeasured, not zero
     assert online.evaluate(source, progress=False, judge_factory=lambda: _Judge([])) == []
+    # a failed judge call is retried by the next run; an unreadable reply (above) is not
+    _append_sample(source, f"{9:032x}")
+    failed = online.evaluate(source, progress=False,
+                             judge_factory=lambda: _Judge([Unmeasured("judge call failed: APIConnectionError: down")]))
+    assert [s["groundedness_retry"] for s in failed] == [True]
+    again = online.evaluate(source, progress=False, judge_factory=lambda: _Judge([Score(3.0)]))
+    assert [(s["request_id"], s["groundedness"]) for s in again] == [(f"{9:032x}", 3.0)]
+    assert load_scores(source).set_index("request_id").loc[f"{9:032x}", "groundedness"] == 3.0
     # the alert metric averages measured scores only: (4 + 5 + 2) / 3
     metrics = alerts.online_metrics(source, window("1h"))
-    assert metrics["groundedness_mean"] == pytest.approx(11 / 3)
+    assert metrics["groundedness_mean"] == pytest.approx(14 / 4)
     assert scores.iloc[0]["kind"] == "comparison" and scores.iloc[0]["citations_valid"] == 1.0
 
 
@@ -265,6 +282,29 @@ def test_a_rule_without_data_says_so_and_never_fires(tmp_path: Path) -> None:
     assert table.loc[0, "state"] == "no data"
 
 
+def test_cost_with_only_unpriced_model_calls_is_no_data_not_zero(tmp_path: Path) -> None:
+    """Only the nightly bulk job (a model without a price) in the window: the cost is unknown."""
+    made = simulate.simulate(tmp_path / "s", days=1, requests_per_hour=0, seed=5, end=END, baseline=_baseline())
+    assert made.spans > 0 and not made.requests
+    values = alerts.metrics(made.source, window("1d", now=END))
+    assert values["cost_per_hour_usd"] is None and values["unpriced_tokens"] > 0
+    table = alerts.evaluate(_rules(tmp_path / "c.yaml", 0.0, ">=", "cost_usd"), made.source, now=END)
+    assert table.loc[0, "state"] == "no data"
+
+
+def test_simulate_never_writes_over_recorded_traffic(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from labkit.config import get_settings
+
+    home = get_settings().home
+    with pytest.raises(ValueError, match="recorded traffic"):
+        simulate.simulate(home, days=1, baseline=_baseline())
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+    (recorded / "traces.sqlite").write_bytes(b"")
+    with pytest.raises(ValueError, match="SYNTHETIC"):
+        simulate.simulate(recorded, days=1, baseline=_baseline())
+
+
 def test_bad_rules_are_refused_with_the_rule_and_field_named(tmp_path: Path) -> None:
     with pytest.raises(alerts.RuleError, match="unknown metric 'latency'"):
         alerts.load_rules(_rules(tmp_path / "x.yaml", 1, ">=", "latency"))
@@ -273,6 +313,12 @@ def test_bad_rules_are_refused_with_the_rule_and_field_named(tmp_path: Path) -> 
     (tmp_path / "z.yaml").write_text("rules:\n  - name: r\n    metric: errors\n")
     with pytest.raises(alerts.RuleError, match="missing op, threshold"):
         alerts.load_rules(tmp_path / "z.yaml")
+    (tmp_path / "e.yaml").write_text("rules:\n  - name: r\n    metric: errors\n    op: '>='\n    threshold:\n")
+    with pytest.raises(alerts.RuleError, match="threshold"):
+        alerts.load_rules(tmp_path / "e.yaml")
+    (tmp_path / "n.yaml").write_text("rules: []\n")
+    with pytest.raises(alerts.RuleError, match="empty"):
+        alerts.load_rules(tmp_path / "n.yaml")
     assert len(alerts.load_rules()) >= 5  # the kit's own file is valid
 
 
@@ -357,3 +403,20 @@ def test_a_hundred_thousand_spans_summarise(tmp_path: Path) -> None:
     assert dash.overview["requests"] == len(made.requests)
     assert int(dash.latency.set_index("step").loc["contoso_chat", "count"]) == \
         sum(1 for r in made.span_rows if r[3] == "contoso_chat")
+
+
+def test_a_failing_span_records_the_error_type_never_its_message(clean_env: pytest.MonkeyPatch) -> None:
+    """Spans can leave the machine (OTLP, Azure Monitor): an exception's text may quote a key."""
+    from labkit.config import get_settings
+    from labkit.tracing import get_trace, get_tracer, model_span, purpose
+
+    with pytest.raises(RuntimeError), get_tracer().start_as_current_span("step") as span:
+        trace_id = f"{span.get_span_context().trace_id:032x}"
+        with purpose("judge"), model_span("chat", "m"):
+            raise RuntimeError("Incorrect API key provided: sk-canary-123")
+    stored = (get_settings().home / "traces.sqlite").read_bytes()
+    assert b"sk-canary" not in stored
+    spans = {s["name"]: s for s in get_trace(trace_id)}
+    assert spans["step"]["status"] == spans["chat m"]["status"] == "ERROR"
+    assert spans["chat m"]["attributes"]["error.type"] == "RuntimeError" and spans["chat m"]["events"] == []
+    assert spans["chat m"]["attributes"]["labkit.purpose"] == "judge"

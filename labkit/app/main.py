@@ -49,9 +49,14 @@ _SECURITY_HEADERS = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    """An error answer. `before_handler`: raised before the chat handler started its own request-log
+    line (sign-in, the rate limit, too much history), so the error handler writes one."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 before_handler: bool = False):
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+        self.before_handler = before_handler
 
 
 _UNUSABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
@@ -237,19 +242,36 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
 
     app.add_middleware(Guard)
 
+    def _log_refused(request: Request, status: int, code: str) -> None:
+        """A chat request refused before its handler ran (sign-in 401, rate limit 429, invalid body 422)
+        still gets its request-log line, so dashboards count it (the handler logs everything after)."""
+        if request.url.path != "/api/chat" or request.method != "POST":
+            return
+        record = {"status": status, "error_code": code, "latency_s": 0.0,
+                  "flow_version": config.flow_version()}
+        try:
+            requestlog.log_request(record, customer_id=getattr(request.state, "customer", None),
+                                   settings=settings)
+        except OSError:
+            pass
+
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if exc.before_handler:
+            _log_refused(request, exc.status, exc.code)
         return _error(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for e in exc.errors():
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             if e.get("type") == "extra_forbidden" and _CUSTOMER_FIELD.search(where):
+                _log_refused(request, 422, "customer_from_token")
                 return _error(422, "customer_from_token",
                               f"the customer comes from the sign-in token; remove '{where}' from the body")
             problems.append(f"{where or 'body'}: {e.get('msg', 'invalid')}")
+        _log_refused(request, 422, "invalid_request")
         return _error(422, "invalid_request", "; ".join(problems)[:500] or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
@@ -270,12 +292,13 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
                 raise AuthError("use Authorization: Bearer <token>")
             customer = tokens.customer_for(token if header else None)
         except AuthError as exc:
-            raise ApiError(401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"}) from None
+            raise ApiError(401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"},
+                           before_handler=True) from None
+        request.state.customer = customer
         wait = bucket.take(token.strip())
         if wait > 0:
             raise ApiError(429, "rate_limited", "too many requests for this sign-in; retry later",
-                           {"Retry-After": str(max(1, round(wait + 0.5)))})
-        request.state.customer = customer
+                           {"Retry-After": str(max(1, round(wait + 0.5)))}, before_handler=True)
         return customer
 
     @app.get("/", include_in_schema=False)
@@ -319,7 +342,7 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
         if len(body.history) > settings.labkit_app_max_history_turns:
             raise ApiError(422, "invalid_request",
                            f"history has {len(body.history)} turns; the maximum is "
-                           f"{settings.labkit_app_max_history_turns}")
+                           f"{settings.labkit_app_max_history_turns}", before_handler=True)
         history = [t.model_dump() for t in body.history]
         streaming = body.stream or "text/event-stream" in request.headers.get("accept", "")
         log: dict[str, Any] = {"streamed": streaming}

@@ -93,6 +93,8 @@ def load_rules(path: str | Path | None = None) -> list[Rule]:
         raise RuleError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
         raise RuleError(f"{path}: expected a mapping with a list under 'rules'")
+    if not data["rules"]:
+        raise RuleError(f"{path}: 'rules' is empty")
     default_window = str(data.get("window", "1h"))
     rules = []
     for i, entry in enumerate(data["rules"]):
@@ -110,8 +112,9 @@ def load_rules(path: str | Path | None = None) -> list[Rule]:
         try:
             threshold = float(entry["threshold"])
             parse_duration(str(entry.get("window", default_window)))
-        except ValueError as exc:
-            raise RuleError(f"{where}: {exc}") from None
+            min_requests = int(entry.get("min_requests", 0))
+        except (TypeError, ValueError) as exc:
+            raise RuleError(f"{where}: threshold, window or min_requests cannot be read ({exc})") from None
         unknown = set(entry) - {
             "name",
             "metric",
@@ -131,7 +134,7 @@ def load_rules(path: str | Path | None = None) -> list[Rule]:
                 op=entry["op"],
                 threshold=threshold,
                 window=str(entry.get("window", default_window)),
-                min_requests=int(entry.get("min_requests", 0)),
+                min_requests=min_requests,
                 severity=str(entry.get("severity", "warning")),
                 description=str(entry.get("description", "")),
             )
@@ -170,8 +173,9 @@ def metrics(source: Source, win: Window) -> dict[str, float | None]:
     o = dash.overview
     values: dict[str, float | None] = {k: o.get(k) for k in METRICS if k in o}
     values["blocked_rate"] = o["blocked"] / o["requests"] if o["requests"] else None
-    values["cost_usd"] = o["cost_usd"] if o["model_calls"] else None
-    values["cost_per_hour_usd"] = o["cost_per_hour_usd"] if o["model_calls"] else None
+    # no priced call in the window: the cost is unknown (no data), not 0 - unpriced models never read as free
+    values["cost_usd"] = o["cost_usd"] if o["priced_calls"] else None
+    values["cost_per_hour_usd"] = o["cost_per_hour_usd"] if o["priced_calls"] else None
     values.update(online_metrics(source, win))
     return values
 
@@ -182,6 +186,8 @@ def evaluate(
     """One row per rule: its window, value, threshold and state (fired, quiet or no data)."""
     source = source or Source.current()
     rules = rules if isinstance(rules, list) else load_rules(rules)
+    if not rules:
+        raise RuleError("no alert rules to evaluate")
     now = now or dt.datetime.now(dt.UTC)
     cache: dict[str, dict[str, float | None]] = {}
     rows = []

@@ -74,6 +74,13 @@ def _error_mask(requests: pd.DataFrame) -> pd.Series:
     return (status >= 500) | streamed_error
 
 
+def _answered(requests: pd.DataFrame) -> pd.DataFrame:
+    """Requests that got an answer: status 200 without an error event (a stream can end in one)."""
+    if requests.empty:
+        return requests
+    return requests[(requests["status"] == 200) & ~_error_mask(requests)]
+
+
 def _step(name: str, parent: str | None, purpose: str | None) -> str:
     for operation in ("chat", "embeddings", "retrieval"):
         if name.startswith(operation + " "):
@@ -107,7 +114,7 @@ def steps(spans: pd.DataFrame) -> pd.Series:
 def latency_table(spans: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:
     """Count, p50 and p95 in ms per step; the first row is the service's end-to-end latency."""
     rows = []
-    answered = requests[requests["status"] == 200]
+    answered = _answered(requests)
     if len(answered):
         rows.append(
             {
@@ -118,6 +125,9 @@ def latency_table(spans: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:
             }
         )
     if not spans.empty:
+        # FastAPI's own fine-grained spans (dependencies, serialization) are left out; its route spans
+        # ("POST /api/chat") stay: the server-side time of a request
+        spans = spans[~spans["name"].str.startswith("fastapi.")]
         named = spans.assign(step=steps(spans))
         order = {s: i for i, s in enumerate(STEP_ORDER)}
         for step, group in sorted(named.groupby("step"), key=lambda kv: (order.get(kv[0], 99), kv[0])):
@@ -149,7 +159,8 @@ def model_calls(spans: pd.DataFrame) -> pd.DataFrame:
                 unit_in = costs.estimate_cost(name, 1000, 0, prices=prices)
                 if unit_in.priced:
                     unit_out = costs.estimate_cost(name, 0, 1000, prices=prices)
-                    rate = (name, unit_in.usd or 0.0, unit_out.usd or 0.0, True, unit_in.note)
+                    shown = unit_in.base_model or name  # grouped by the base model it is priced as
+                    rate = (shown, unit_in.usd or 0.0, unit_out.usd or 0.0, True, unit_in.note)
                     break
         if rate is None:
             shown = next((n for n in pair if isinstance(n, str)), "(unknown)")
@@ -228,7 +239,7 @@ def _group_table(requests: pd.DataFrame, feedback: pd.DataFrame, key: str) -> pd
     )
     rows = []
     for value, group in requests.groupby(requests[key].fillna("(none)"), sort=True):
-        answered = group[group["status"] == 200]
+        answered = _answered(group)
         mine = ratings[ratings[key].fillna("(none)") == value] if len(ratings) else ratings
         rows.append(
             {
@@ -273,7 +284,7 @@ def hourly_table(requests: pd.DataFrame, spans: pd.DataFrame, win: Window, freq:
         grouped = requests.groupby(bucket)
         out["requests"] = grouped.size()
         out["errors"] = _error_mask(requests).groupby(bucket).sum()
-        answered = requests[requests["status"] == 200]
+        answered = _answered(requests)
         out["p95_latency_s"] = answered.groupby(answered["time"].dt.floor(freq))["latency_s"].quantile(0.95)
     for column in ("requests", "errors"):
         out[column] = out[column].fillna(0).astype(int) if column in out else 0
@@ -299,7 +310,7 @@ def overview(
     n = len(requests)
     status = requests["status"] if n else pd.Series(dtype=float)
     errors = int(_error_mask(requests).sum()) if n else 0
-    answered = requests[status == 200] if n else requests
+    answered = _answered(requests)
     priced = tokens[tokens["priced"] == True] if len(tokens) else tokens  # noqa: E712
     unpriced = tokens[tokens["priced"] == False] if len(tokens) else tokens  # noqa: E712
     ups = int((feedback["rating"] == "up").sum()) if len(feedback) else 0
@@ -307,7 +318,7 @@ def overview(
     cost = float(priced["cost_usd"].sum()) if len(priced) else 0.0
     return {
         "requests": n,
-        "answered": int((status == 200).sum()),
+        "answered": len(answered),
         "errors": errors,
         "error_rate": errors / n if n else None,
         "rate_limited": int((status == 429).sum()),
@@ -322,6 +333,7 @@ def overview(
         "output_tokens": int(tokens["output_tokens"].sum()) if len(tokens) else 0,
         "cost_usd": cost,
         "cost_per_hour_usd": cost / win.hours,
+        "priced_calls": int(priced["calls"].sum()) if len(priced) else 0,
         "unpriced_models": sorted(unpriced["model"].unique().tolist()) if len(unpriced) else [],
         "unpriced_tokens": int(unpriced["input_tokens"].sum() + unpriced["output_tokens"].sum())
         if len(unpriced)
@@ -401,7 +413,8 @@ def summary_text(dash: Dashboard) -> str:
         f"Contoso Chat monitor - {dash.label}",
         f"window: {dash.window.label()}",
         f"requests {o['requests']:,}  answered {o['answered']:,}  errors {o['errors']:,} "
-        f"({_fmt(o['error_rate'], 'rate')})  rate-limited {o['rate_limited']:,}  blocked {o['blocked']:,}",
+        f"({_fmt(o['error_rate'], 'rate')})  rate-limited {o['rate_limited']:,}  client errors "
+        f"{o['client_errors']:,}  blocked {o['blocked']:,}",
         f"latency p50 {_fmt(o['p50_latency_s'], 's')}  p95 {_fmt(o['p95_latency_s'], 's')} "
         "(answered requests)",
         f"tokens in {o['input_tokens']:,}  out {o['output_tokens']:,} over {o['model_calls']:,} model calls; "

@@ -8,9 +8,11 @@ score, answer length, citations valid, declined, groundedness, the question's ki
 of the top document. `build_baseline(eval_dir)` makes it from an evaluation output folder.
 
 Each metric is compared with a test suited to its type:
-- numbers (top score, length, groundedness): two-sample Kolmogorov-Smirnov (scipy `ks_2samp`);
+- numbers (top score, length): two-sample Kolmogorov-Smirnov (scipy `ks_2samp`), shown as medians;
+- the 1-5 groundedness score: Mann-Whitney U (many ties), shown as means;
 - rates (citations valid, declined): Fisher's exact test on the 2x2 table;
-- mixes (question kind, top category): chi-square on the contingency table.
+- mixes (question kind, top category): chi-square on the contingency table, with levels seen fewer
+  than 10 times in all pooled as "other".
 
 Verdict: "too few samples" below `min_samples` on either side; "drifted" when p < `alpha`
 (default 0.01: with seven metrics checked daily, 0.05 would cry wolf about once a week); else
@@ -42,6 +44,7 @@ NUMBERS = {
 }
 RATES = {"citations_valid": "citations valid", "declined": "declined"}
 MIXES = {"kind": "question mix", "top_category": "top document category"}
+ORDINAL = {"groundedness"}
 
 
 def _row_as_sample(row: dict[str, Any]) -> dict[str, Any]:
@@ -125,17 +128,19 @@ def compare(
         ref = _numbers(reference.get(metric, []))
         cur = _numbers(current.get(metric, []))
         p = stat = None
+        ordinal = metric in ORDINAL  # a 1-5 score: many ties, where KS is too conservative
         if len(ref) and len(cur):
-            result = stats.ks_2samp(ref, cur)
+            result = stats.mannwhitneyu(ref, cur) if ordinal else stats.ks_2samp(ref, cur)
             stat, p = float(result.statistic), float(result.pvalue)
+        centre = np.mean if ordinal else np.median
         rows.append(
             {
                 "metric": metric,
                 "label": label,
-                "test": "Kolmogorov-Smirnov",
-                "reference": float(np.median(ref)) if len(ref) else None,
-                "current": float(np.median(cur)) if len(cur) else None,
-                "shown_as": "median",
+                "test": "Mann-Whitney U" if ordinal else "Kolmogorov-Smirnov",
+                "reference": float(centre(ref)) if len(ref) else None,
+                "current": float(centre(cur)) if len(cur) else None,
+                "shown_as": "mean" if ordinal else "median",
                 "n_reference": len(ref),
                 "n_current": len(cur),
                 "statistic": stat,
@@ -170,6 +175,11 @@ def compare(
         ref = pd.Series(reference.get(metric, []), dtype=object).dropna()
         cur = pd.Series(current.get(metric, []), dtype=object).dropna()
         p = stat = None
+        # levels seen fewer than 10 times in all are pooled, so no expected count is tiny
+        counts = pd.concat([ref, cur]).value_counts()
+        rare = set(counts[counts < 10].index)
+        if len(rare) > 1:
+            ref, cur = (v.where(~v.isin(rare), "other") for v in (ref, cur))
         levels = sorted(set(ref) | set(cur))
         if len(ref) and len(cur) and len(levels) > 1:
             table = np.array(
@@ -210,8 +220,8 @@ def verdict_lines(table: pd.DataFrame) -> list[str]:
     """One plain sentence per metric."""
     lines = []
     for row in table.itertuples():
-        if row.shown_as == "median" and row.reference is not None and row.current is not None:
-            values = f"median {row.reference:.3g} offline, {row.current:.3g} now"
+        if row.shown_as in ("median", "mean") and row.reference is not None and row.current is not None:
+            values = f"{row.shown_as} {row.reference:.3g} offline, {row.current:.3g} now"
         elif row.shown_as == "rate" and row.reference is not None and row.current is not None:
             values = f"{row.reference:.0%} offline, {row.current:.0%} now"
         else:

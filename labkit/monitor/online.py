@@ -38,9 +38,12 @@ _lock = threading.Lock()
 _lines: dict[Path, int] = {}  # lines in each sample file, once counted
 
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-# ten-digit numbers in US shape, and seven-digit local numbers such as 555-0112
-_PHONE = re.compile(r"(?<!\d)(?:(?:\+?1[ .-]?)?\(?\d{3}\)?[ .-]?)?\d{3}[ .-]\d{4}(?!\d)")
-_CUSTOMER_ID = re.compile(r"\bC-?\d{3}\b")
+_SEP = r"[\s.\-\u2010-\u2015()]{0,2}"  # spaces, dots, hyphens and dashes, brackets between digits
+# ten-digit numbers in US shape, and seven-digit numbers in the 555 exchange the kit's fictional
+# customers use (555-0112, 555 0112, 5550112, 555–0112). Other seven-digit runs are left alone: the
+# catalog has "300-1200 lumens".
+_PHONE = re.compile(rf"(?<!\d)(?:(?:\+?1{_SEP})?\(?\d{{3}}{_SEP}\d{{3}}|555){_SEP}\d{{4}}(?!\d)")
+_CUSTOMER_ID = re.compile(r"(?<![A-Za-z0-9])C[-_ ]?\d{3}(?!\d)", re.I)
 
 
 @functools.cache
@@ -54,8 +57,14 @@ def _customer_words() -> re.Pattern[str]:
         words.update({record["first_name"], record["last_name"]})
         address = record.get("address") or {}
         words.update(v for k, v in address.items() if k in ("street", "city") and v)
-    ordered = sorted((w for w in words if len(w) >= 2), key=len, reverse=True)
-    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in ordered) + r")\b", re.I)
+    return _words_pattern(words)
+
+
+def _words_pattern(words: Iterable[str]) -> re.Pattern[str]:
+    """Any of `words`, case-insensitive, not inside a longer word (`_` and digits count as boundaries,
+    so elena_marsh and Marsh2 are caught)."""
+    ordered = sorted({w for w in words if w and len(w) >= 2}, key=len, reverse=True)
+    return re.compile(r"(?<![A-Za-z])(?:" + "|".join(re.escape(w) for w in ordered) + r")(?![A-Za-z])", re.I)
 
 
 def redact(text: str | None, extra_names: Iterable[str] = ()) -> str:
@@ -71,8 +80,7 @@ def redact(text: str | None, extra_names: Iterable[str] = ()) -> str:
     text = _customer_words().sub("[name]", text)
     extra = [w for w in extra_names if w and len(w) >= 2]
     if extra:
-        pattern = r"\b(?:" + "|".join(re.escape(w) for w in sorted(extra, key=len, reverse=True)) + r")\b"
-        text = re.sub(pattern, "[name]", text, flags=re.I)
+        text = _words_pattern(extra).sub("[name]", text)
     return text
 
 
@@ -223,7 +231,10 @@ def deterministic_scores(sample: dict[str, Any]) -> dict[str, Any]:
 
 
 def fetch_documents(index: str, ids: list[str], settings: Settings | None = None) -> list[str]:
-    """The contents of documents by id from the search index (missing ones are skipped)."""
+    """The contents of documents by id from the search index (missing ones are skipped; any other
+    failure, such as the search service being down, raises)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
     from labkit import search
 
     client = search.search_client(index, settings)
@@ -231,7 +242,7 @@ def fetch_documents(index: str, ids: list[str], settings: Settings | None = None
     for key in ids:
         try:
             document = client.get_document(key=key)
-        except Exception:  # noqa: BLE001 - a document removed since: judged on what is left
+        except ResourceNotFoundError:  # removed since the answer: judged on what is left
             continue
         contents.append(
             f"[{document.get('product_id', '')}] {document.get('title', '')}: {document.get('content', '')}"
@@ -242,8 +253,10 @@ def fetch_documents(index: str, ids: list[str], settings: Settings | None = None
 def groundedness(sample: dict[str, Any], judge: Any, settings: Settings | None = None) -> dict[str, Any]:
     """The groundedness judge on one sample: re-reads the documents by id, then scores 1-5.
 
-    Returns `groundedness` (a number or None) and, when None, `groundedness_unmeasured` (why)."""
+    Returns `groundedness` (a number or None) and, when None, `groundedness_unmeasured` (why) and
+    `groundedness_retry` (True when a later run should try again: the judge or the search failed)."""
     from labkit.evaluation.base import Score
+    from labkit.evaluation.runner import _scrub
 
     if sample.get("blocked") or not (sample.get("answer") or "").strip():
         return {"groundedness": None, "groundedness_unmeasured": "no answer to judge (blocked or empty)"}
@@ -251,13 +264,19 @@ def groundedness(sample: dict[str, Any], judge: Any, settings: Settings | None =
     index = sample.get("index")
     if not ids or not index:
         return {"groundedness": None, "groundedness_unmeasured": "no retrieved documents to judge against"}
-    context = "\n\n".join(fetch_documents(index, ids, settings))[:6000]
+    try:
+        context = "\n\n".join(fetch_documents(index, ids, settings))[:6000]
+    except Exception as exc:  # noqa: BLE001 - the search service is down: try again next run
+        return {"groundedness": None, "groundedness_retry": True,
+                "groundedness_unmeasured": f"documents could not be read: {type(exc).__name__}"}
     if not context:
         return {"groundedness": None, "groundedness_unmeasured": "documents no longer in the index"}
     outcome = judge.judge(sample.get("question") or "", sample["answer"], context)
     if isinstance(outcome, Score):
         return {"groundedness": outcome.value}
-    return {"groundedness": None, "groundedness_unmeasured": outcome.why}
+    why = _scrub(outcome.why, settings or get_settings())  # a failed call's message may quote a key
+    retry = why.startswith("judge call failed")  # a failed call is retried; an unreadable reply is not
+    return {"groundedness": None, "groundedness_unmeasured": why, "groundedness_retry": retry}
 
 
 def evaluate(
@@ -271,12 +290,15 @@ def evaluate(
 ) -> list[dict[str, Any]]:
     """Score every sample that has no score yet (resumable); returns the scores written this run.
 
-    `judge=False` skips the groundedness judge (stored as unmeasured with the reason)."""
+    `judge=False` skips the groundedness judge (stored as unmeasured with the reason). Samples whose
+    judge was skipped or failed, or whose documents could not be read, are scored again next time
+    (a new line; the last line of a request id is the one that counts)."""
     from labkit.monitor.source import window
     from labkit.progress import bar
 
     source = source or Source.current()
-    done = {s.get("request_id") for s in read_jsonl(source.scores)}
+    latest = {s.get("request_id"): s for s in read_jsonl(source.scores)}  # the last line per request wins
+    done = {rid for rid, s in latest.items() if not s.get("groundedness_retry")}
     win = window(since) if since else None
     todo = []
     for sample in read_jsonl(source.samples):
@@ -304,7 +326,8 @@ def evaluate(
         if grader is not None:
             scores.update(groundedness(sample, grader))
         else:
-            scores.update(groundedness=None, groundedness_unmeasured="judge not run (--no-judge)")
+            scores.update(groundedness=None, groundedness_unmeasured="judge not run (--no-judge)",
+                          groundedness_retry=True)
         scores["evaluated_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         with _lock:
             _append(source.scores, scores)

@@ -154,9 +154,9 @@ def _baseline_rows(baseline: dict[str, Any] | None) -> list[dict[str, Any]]:
         from labkit.monitor.drift import load_baseline
 
         baseline = load_baseline()
-    rows = [r for r in baseline.get("rows", []) if r.get("top_score") is not None]
+    rows = list(baseline.get("rows", []))
     if not rows:
-        raise ValueError("the drift baseline has no rows with retrieval scores to draw healthy traffic from")
+        raise ValueError("the drift baseline has no rows to draw healthy traffic from")
     return rows
 
 
@@ -177,14 +177,17 @@ def simulate(
 
     The folder is replaced (its trace store, logs, feedback and samples), never merged."""
     from labkit import requestlog
-    from labkit.config import Settings
+    from labkit.config import Settings, get_settings
     from labkit.tracing import SCHEMA
 
-    home = Path(home)
+    home = Path(home).resolve()
+    source = Source(home)
+    if home == get_settings().home or (source.traces.exists() and not source.synthetic):
+        raise ValueError(f"{home} holds recorded traffic (it is LABKIT_HOME, or has a trace store without "
+                         f"the {SYNTHETIC_MARKER} marker): simulate writes only into its own folder")
     rng = random.Random(seed)
     end = (end or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     start = end - dt.timedelta(days=days)
-    source = Source(home)
     for path in (source.traces, source.request_log, source.feedback, source.samples, source.scores):
         path.unlink(missing_ok=True)
     home.mkdir(parents=True, exist_ok=True)
@@ -470,7 +473,7 @@ def _request(
     if failed or blocked:
         return
     if rng.random() < feedback_rate:
-        down = rng.random() < (0.35 if variant else 0.12)
+        down = rng.random() < (0.45 if variant else 0.12)
         traffic.feedback.append(
             {
                 "time": (t + dt.timedelta(seconds=rng.uniform(5, 120))).timestamp(),
