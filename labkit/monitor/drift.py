@@ -87,6 +87,10 @@ def build_baseline(
         "source": {
             k: manifest.get(k) for k in ("flow_version", "model", "data", "index", "git") if k in manifest
         },
+        "notes": "groundedness comes from the embedded 135M judge, which agrees with human labels at chance "
+        "level (data/eval/calibration): an offline proxy"
+        if (manifest.get("model") or {}).get("backend") == "local"
+        else "",
         "rows": rows,
     }
     if out is not None:
