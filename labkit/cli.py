@@ -246,20 +246,38 @@ def eval_command(
     = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="discard earlier results in the folder")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    target: Annotated[str | None, typer.Option("--target", help="evaluate a deployed service at this URL "
+                                               "instead of the flow in this process")] = None,
+    tokens: Annotated[str | None, typer.Option("--tokens", help="with --target: JSON file customer id -> "
+                                               "token (`labkit tokens export`)")] = None,
 ) -> None:
-    """Evaluate the flow on a data file (resumable). Exit codes: 0 ok, 1 gate failed, 2 bad input,
-    3 stopped early (budget, service unreachable, interrupted: re-run to resume), 4 rows with errors."""
+    """Evaluate the flow, or a deployed service (--target), on a data file (resumable). Exit codes: 0 ok,
+    1 gate failed, 2 bad input, 3 stopped early (budget, service unreachable, interrupted: re-run to
+    resume), 4 rows with errors."""
     from labkit.evaluation import runner
+    from labkit.evaluation.registry import DETERMINISTIC
     from labkit.evaluation.stats import GateError
     from labkit.services.manager import ServiceError
 
     try:
-        configs = _flow_configs(config or [])
         names = [n.strip() for n in evaluators.split(",") if n.strip()] if evaluators else None
+        options: dict[str, Any] = {}
+        if target is not None:
+            if config:
+                raise ValueError("--target evaluates the deployed service's own flow: leave out --config")
+            if tokens is None:
+                raise ValueError("--target needs --tokens FILE (customer id -> token; "
+                                 "`labkit tokens export`)")
+            options = {"target": runner.http_target(target, runner.load_tokens(tokens)),
+                       "target_name": "service", "target_info": {"url": target}}
+            names = names or list(DETERMINISTIC)
+        elif tokens is not None:
+            raise ValueError("--tokens is for --target")
+        configs = _flow_configs(config or [])
         report = runner.evaluate(data, configs or None, evaluators=names, limit=limit, sample=sample,
                                  out=out, concurrency=concurrency, gates=gate or (),
                                  baseline=gate_vs_baseline, max_drop=max_drop,
-                                 row_timeout_s=row_timeout, fresh=fresh)
+                                 row_timeout_s=row_timeout, fresh=fresh, **options)
     except (ConfigError, ServiceError, GateError, ValueError, FileNotFoundError) as exc:
         typer.echo(f"{type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(runner.EXIT_USAGE) from None
@@ -294,6 +312,42 @@ def tokens_issue(
     token, record = TokenStore().issue(customer, lifetime)
     typer.echo(token)
     typer.echo(f"token id {record.token_id} for {customer}; shown once, stored only as a hash", err=True)
+
+
+@tokens_app.command("export")
+@_friendly
+def tokens_export(
+    out: Annotated[str, typer.Option("--out", help="JSON file: customer id -> token (written 0600)")],
+    expires: Annotated[str, typer.Option("--expires", help="lifetime: 30m, 12h, 1d, ...")] = "1d",
+) -> None:
+    """Issue a token for every customer in the store into one file, for `labkit eval --target --tokens`
+    (the test set asks as every customer). The file holds secrets: keep it out of git and delete it after."""
+    import os
+    from pathlib import Path
+
+    from labkit import store
+    from labkit.app.tokens import TokenStore, parse_duration
+    from labkit.schema import load_customers
+
+    try:
+        lifetime = parse_duration(expires)
+    except ValueError as exc:
+        typer.echo(f"ValueError: {exc}", err=True)
+        raise typer.Exit(2) from None
+    tokens = TokenStore()
+    issued = {}
+    for customer in load_customers():
+        try:
+            store.get_customer(customer.id)
+        except store.CustomerNotFound:
+            continue
+        issued[customer.id] = tokens.issue(customer.id, lifetime)[0]
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(issued, f)
+    typer.echo(f"wrote {len(issued)} tokens (expiring in {expires}) to {path}; values not shown")
 
 
 @tokens_app.command("list")

@@ -10,12 +10,13 @@ Secrets are `SecretStr`: they never appear in a repr, a log line or an error mes
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +93,8 @@ class Settings(BaseSettings):
     # Prompt Shields) with the same rules for customers' data, the canary and citations
     labkit_safety_backend: Literal["offline", "azure"] = "offline"
     labkit_judge_model: str | None = None  # evaluation judges; None: the chat model
+    # evaluation spend guard (labkit.evaluation.budget): no row starts that could pass it; None: no guard
+    labkit_budget_usd: float | None = None
 
     # the HTTP chat service (labkit serve)
     labkit_app_max_body_bytes: int = 65536      # larger request bodies: 413
@@ -135,6 +138,24 @@ class Settings(BaseSettings):
     azure_cosmos_endpoint: str | None = None
     azure_cosmos_key: SecretStr | None = None
     azure_cosmos_database: str = "contoso"
+
+    @field_validator("labkit_budget_usd")
+    @classmethod
+    def _finite_budget(cls, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ValueError("must be a finite, non-negative number of US dollars")
+        return value
+
+    def scrub(self, text: str, limit: int = 500) -> str:
+        """`text` with every configured secret value replaced by ***, cut to `limit` characters: for
+        error messages before they are written anywhere (results, scores, logs)."""
+        for name in ("azure_openai_api_key", "openai_api_key", "azure_search_api_key", "azure_cosmos_key",
+                     "azure_content_safety_key"):
+            secret = getattr(self, name, None)
+            value = secret.get_secret_value() if secret is not None else ""
+            if value and len(value) >= 4:
+                text = text.replace(value, "***")
+        return text[:limit]
 
     # ---- derived values -------------------------------------------------------------------
     @property
@@ -247,8 +268,12 @@ def get_settings(**overrides: object) -> Settings:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         names = sorted({str(e["loc"][0]).upper() for e in exc.errors() if e.get("loc")})
-        raise ConfigError(f"invalid configuration value for {', '.join(names)} "
-                          "(LABKIT_*_BACKEND takes local, azure or openai in lower case; ports are numbers)",
+        # our own validators' messages describe the rule, never the value: say them
+        rules = sorted({f"{str(e['loc'][0]).upper()} {str(e['msg']).removeprefix('Value error, ')}"
+                        for e in exc.errors() if e.get("type") == "value_error" and e.get("loc")})
+        hint = (f"({'; '.join(rules)})" if rules else
+                "(LABKIT_*_BACKEND takes local, azure or openai in lower case; ports are numbers)")
+        raise ConfigError(f"invalid configuration value for {', '.join(names)} {hint}",
                           missing=names) from None
     if key is not None:
         with _settings_lock:

@@ -147,6 +147,11 @@ def client_options(**options: Any) -> Iterator[None]:
         _CLIENT_OPTIONS.reset(token)
 
 
+def current_timeout(default: float) -> float:
+    """The call timeout `client_options` set for this block (the evaluation runner's row limit)."""
+    return float((_CLIENT_OPTIONS.get() or {}).get("timeout", default))
+
+
 def chat_client(settings: Settings | None = None, *, max_retries: int | None = None,
                 timeout: float | None = None) -> OpenAI:
     """An `openai.OpenAI` client for the active chat backend (starts the local server if needed).

@@ -330,6 +330,43 @@ def test_answers_are_sampled_without_personal_data_and_scored_online(local: Serv
     assert dash.tokens["cost_usd"].fillna(-1).eq(0).all()  # the local model: priced at 0, not unpriced
 
 
+def test_evaluating_the_service_over_http_gives_the_in_process_retrieval_metrics(local: Service, tmp_path) -> None:
+    """`labkit eval --target URL --tokens FILE`: the same rows through the service and in process give the
+    same per-row retrieval metrics, and the same output files; order_named is unmeasured over HTTP."""
+    from typer.testing import CliRunner
+
+    from labkit.cli import app as cli
+    from labkit.evaluation import runner
+    from labkit.flow import FlowConfig
+
+    rows = [r for r in runner.read_rows("data/eval/testset.jsonl") if r["id"] in ("E-002", "E-013", "E-024")]
+    assert {r["category"] for r in rows} >= {"order_history"}
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({r["customer_id"]: local.token(r["customer_id"]) for r in rows}))
+    over_http = CliRunner().invoke(cli, ["eval", "--data", str(data), "--target", local.base, "--tokens", str(tokens),
+                                         "--out", str(tmp_path / "http"), "--evaluators", "retrieval,checks"])
+    assert over_http.exit_code == 0, over_http.output
+    in_process = runner.evaluate(data, FlowConfig.model_validate_json(CONFIG), evaluators=["retrieval", "checks"],
+                                 out=tmp_path / "local", progress=False)
+    http_rows = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "http" / "results.jsonl").open()}
+    for rid, record in in_process.run.records.items():
+        for metric in ("retrieval.hit_at_5", "retrieval.recall_at_5", "retrieval.mrr"):
+            assert http_rows[rid][f"outputs.{metric}"] == record[f"outputs.{metric}"], (rid, metric)
+        assert [d["id"] for d in http_rows[rid]["outputs.retrieved"]] == [d["id"] for d in record["outputs.retrieved"]]
+    order_row = next(r["id"] for r in rows if r["category"] == "order_history")
+    assert http_rows[order_row]["outputs.checks.order_named"] is None
+    assert "orders" in http_rows[order_row]["unmeasured"]["checks.order_named"]
+    manifest = json.loads((tmp_path / "http" / "manifest.json").read_text())
+    assert manifest["target_info"] == {"url": local.base}
+    assert manifest["flow_version"] == in_process.run.manifest["flow_version"]
+    assert (tmp_path / "http" / "summary.json").exists()
+    assert not any(token in (tmp_path / "http").joinpath(name).read_text()
+                   for token in json.loads(tokens.read_text()).values()
+                   for name in ("results.jsonl", "summary.json", "manifest.json"))
+
+
 # ---------------------------------------------------------------------------------------------
 # cross-customer access: signed in as A, nothing of B reaches the model's context or a response
 # ---------------------------------------------------------------------------------------------

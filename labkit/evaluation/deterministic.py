@@ -123,8 +123,11 @@ class ChecksEvaluator:
         else:
             ok = not dropped and bool(cited)
             out["citations_valid"] = Score(float(ok), reason=f"cited {cited}, dropped {dropped}")
-        if category == "order_history":
-            orders = (field_of(result, "context") or {}).get("orders", [])
+        context = field_of(result, "context") or {}
+        if category == "order_history" and "orders" not in context:
+            out["order_named"] = Unmeasured("the customer's orders are not in the result (a service answer)")
+        elif category == "order_history":
+            orders = context.get("orders", [])
             text = answer.lower()
             named = [o["id"] for o in orders
                      if o.get("product_name", "").lower() in text or o.get("date", "") in answer]

@@ -45,9 +45,11 @@ def evaluators(names: list[str] | tuple[str, ...] | None = None, judge_model: st
 
 
 def outcome_json(outcome: Score | Unmeasured) -> dict[str, Any]:
+    """One outcome as JSON; `details` (a judge call's model and usage) only when there are any."""
+    details = {"details": outcome.details} if outcome.details else {}
     if isinstance(outcome, Score):
-        return {"value": outcome.value, "label": outcome.label, "reason": outcome.reason}
-    return {"value": None, "unmeasured": outcome.why, "raw": outcome.raw}
+        return {"value": outcome.value, "label": outcome.label, "reason": outcome.reason, **details}
+    return {"value": None, "unmeasured": outcome.why, "raw": outcome.raw, **details}
 
 
 def evaluate_row(row: dict[str, Any], result: Any, chosen: list[Evaluator]) -> dict[str, dict[str, Any]]:

@@ -256,7 +256,6 @@ def groundedness(sample: dict[str, Any], judge: Any, settings: Settings | None =
     Returns `groundedness` (a number or None) and, when None, `groundedness_unmeasured` (why) and
     `groundedness_retry` (True when a later run should try again: the judge or the search failed)."""
     from labkit.evaluation.base import Score
-    from labkit.evaluation.runner import _scrub
 
     if sample.get("blocked") or not (sample.get("answer") or "").strip():
         return {"groundedness": None, "groundedness_unmeasured": "no answer to judge (blocked or empty)"}
@@ -274,7 +273,7 @@ def groundedness(sample: dict[str, Any], judge: Any, settings: Settings | None =
     outcome = judge.judge(sample.get("question") or "", sample["answer"], context)
     if isinstance(outcome, Score):
         return {"groundedness": outcome.value}
-    why = _scrub(outcome.why, settings or get_settings())  # a failed call's message may quote a key
+    why = (settings or get_settings()).scrub(outcome.why)  # a failed call's message may quote a key
     retry = why.startswith("judge call failed")  # a failed call is retried; an unreadable reply is not
     return {"groundedness": None, "groundedness_unmeasured": why, "groundedness_retry": retry}
 
