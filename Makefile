@@ -20,10 +20,6 @@ browser:          ## Debian's chromium + chromium-driver for the web page test (
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "browser: installing chromium and chromium-driver (apt-get)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
-	elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	  echo "browser: installing chromium and chromium-driver (sudo apt-get; e.g. a CI runner)"; \
-	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
-	    || echo "browser: could not install chromium: tests/test_web.py will be skipped"; \
 	else echo "browser: chromium is not installed and this is not root: tests/test_web.py will be skipped"; fi
 
 lint: setup

@@ -268,8 +268,10 @@ def eval_command(
             if tokens is None:
                 raise ValueError("--target needs --tokens FILE (customer id -> token; "
                                  "`labkit tokens export`)")
+            from labkit.evaluation.targets import public_url
+
             options = {"target": runner.http_target(target, runner.load_tokens(tokens)),
-                       "target_name": "service", "target_info": {"url": target}}
+                       "target_name": "service", "target_info": {"url": public_url(target)}}
             names = names or list(DETERMINISTIC)
         elif tokens is not None:
             raise ValueError("--tokens is for --target")
@@ -345,6 +347,7 @@ def tokens_export(
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode on open: make it owner-only
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(issued, f)
     typer.echo(f"wrote {len(issued)} tokens (expiring in {expires}) to {path}; values not shown")
@@ -647,6 +650,52 @@ def monitor_baseline(source: Annotated[str, typer.Option("--from", help="an eval
 
     baseline = drift.build_baseline(source, out)
     typer.echo(f"wrote {out}: {len(baseline['rows'])} rows ({baseline['label']})")
+
+
+# ---- governance (notebook 09) -------------------------------------------------------------------
+@app.command()
+@_friendly
+def lineage(
+    identifier: Annotated[str, typer.Argument(help="a request id, an evaluation id (eval-...) or a flow "
+                                              "version")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the chain as JSON")] = False,
+) -> None:
+    """The chain from a served answer, an evaluation or a flow version back to its prompt, data and
+    model hashes."""
+    from labkit.registry.lineage import lineage as chain_of
+    from labkit.registry.lineage import lines
+
+    try:
+        chain = chain_of(identifier)
+    except LookupError as exc:
+        typer.echo(f"LookupError: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(chain, indent=2, default=str))
+    else:
+        for line in lines(chain):
+            typer.echo(line)
+
+
+@app.command()
+@_friendly
+def promote(
+    flow_version: Annotated[str, typer.Argument(help="the flow version to serve in production")],
+    reason: Annotated[str, typer.Option("--reason", help="why, for the record")] = "",
+    repository: Annotated[bool, typer.Option("--repository", help="also write registry/promoted.json and "
+                                             "its card (to commit)")] = False,
+) -> None:
+    """Promote a flow version: refused unless an evaluation of that exact version passed its gates."""
+    from labkit.registry import PromotionRefused
+    from labkit.registry import promote as promote_version
+
+    try:
+        record = promote_version(flow_version, reason=reason, repository=repository)
+    except PromotionRefused as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"promoted {flow_version} on {record['body']['evaluation']}; card: {record['card']}")
+    typer.echo("`labkit serve` without --config now serves it (a running service: restart it)")
 
 
 def main() -> None:

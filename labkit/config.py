@@ -139,6 +139,16 @@ class Settings(BaseSettings):
     azure_cosmos_key: SecretStr | None = None
     azure_cosmos_database: str = "contoso"
 
+    @field_validator("labkit_budget_usd", mode="before")
+    @classmethod
+    def _budget_number(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None  # LABKIT_BUDGET_USD= (empty) means no budget, as before
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError("must be a number of US dollars") from None
+
     @field_validator("labkit_budget_usd")
     @classmethod
     def _finite_budget(cls, value: float | None) -> float | None:

@@ -360,7 +360,11 @@ def test_evaluating_the_service_over_http_gives_the_in_process_retrieval_metrics
     assert "orders" in http_rows[order_row]["unmeasured"]["checks.order_named"]
     manifest = json.loads((tmp_path / "http" / "manifest.json").read_text())
     assert manifest["target_info"] == {"url": local.base}
-    assert manifest["flow_version"] == in_process.run.manifest["flow_version"]
+    assert manifest["service_flow_version"] == in_process.run.manifest["flow_version"]
+    assert json.loads((tmp_path / "http" / "summary.json").read_text())["flow_version"] == manifest["service_flow_version"]
+    again = CliRunner().invoke(cli, ["eval", "--data", str(data), "--target", local.base, "--tokens", str(tokens),
+                                     "--out", str(tmp_path / "http"), "--evaluators", "retrieval,checks"])
+    assert again.exit_code == 0, again.output  # resumed: every row was already done
     assert (tmp_path / "http" / "summary.json").exists()
     assert not any(token in (tmp_path / "http").joinpath(name).read_text()
                    for token in json.loads(tokens.read_text()).values()

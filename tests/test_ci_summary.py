@@ -38,3 +38,14 @@ def test_the_summary_compares_the_branch_with_the_baseline(tmp_path: Path) -> No
 def test_a_missing_run_is_said_not_raised(tmp_path: Path) -> None:
     assert "No finished run" in ci_summary.render(tmp_path / "nothing", tmp_path / "b.json")
     assert ci_summary.main([str(tmp_path / "nothing")]) == 2
+
+
+def test_a_run_that_stopped_early_is_never_called_passed(tmp_path: Path) -> None:
+    import json
+
+    main = _run(tmp_path, "main", {r["id"] for r in ROWS})
+    summary = json.loads((main.run.out / "summary.json").read_text())
+    summary.update(status="aborted", gates=[])
+    (main.run.out / "summary.json").write_text(json.dumps(summary))
+    baseline = runner.save_baseline(main.run, tmp_path / "baseline.json")
+    assert ci_summary.render(main.run.out, baseline).startswith("## Evaluation gate: FAILED (the run stopped early")

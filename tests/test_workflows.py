@@ -262,13 +262,17 @@ def test_the_evaluation_gate_fails_the_job_and_always_writes_the_summary(name: s
     step = steps[i]
     assert "continue-on-error" not in step and "if" not in step
     argv = shlex.split(step["run"])
-    assert argv == [*EVAL_GATE[:-3], "--out", out, "--json"]
+    # a pull request is judged against main's recorded baseline, fetched from the base branch
+    baseline = "build/baseline-main.json" if name == "eval-gate.yml" else "eval/baseline.local.json"
+    expected_argv = [baseline if a == "eval/baseline.local.json" else a for a in EVAL_GATE[:-3]]
+    assert argv == [*expected_argv, "--out", out, "--json"]
     if name == "eval-gate.yml":
-        assert argv == EVAL_GATE
         assert _step_index(job, ".venv/bin/python -m labkit.cli services up") < i
+        fetch = next(s for s in steps[:i] if "GITHUB_BASE_REF" in s.get("run", ""))
+        assert "git show FETCH_HEAD:eval/baseline.local.json > build/baseline-main.json" in fetch["run"]
     (summary,) = [s for s in steps[i + 1:] if "GITHUB_STEP_SUMMARY" in s.get("run", "")]
     assert "always()" in summary["if"]
-    expected = (f".venv/bin/python -m labkit.evaluation.ci_summary {out} eval/baseline.local.json "
+    expected = (f".venv/bin/python -m labkit.evaluation.ci_summary {out} {baseline} "
                 '>> "$GITHUB_STEP_SUMMARY"')
     assert expected in summary["run"]
     (upload,) = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@")]

@@ -116,6 +116,8 @@ class Feedback(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     checks: dict[str, bool]
+    flow_version: str = Field(description="the flow version this service answers with")
+    promoted: str | None = Field(description="the registry's production flow version (None: none promoted)")
 
 
 class Product(BaseModel):
@@ -165,11 +167,16 @@ ERRORS = {status: {"model": ErrorResponse} for status in (401, 404, 413, 422, 42
 
 
 def default_config(settings: Settings) -> flow.FlowConfig:
-    """The variant the service answers with unless given one: on the embedded model, the fine-tuned
+    """The variant the service answers with unless given one: the registry's production version
+    (`labkit promote`, notebook 09) when one was promoted; else, on the embedded model, the fine-tuned
     adapter in the short prompt shape (`eval/small.json`, notebook 05) when it is present; otherwise
     (a cloud model, or no adapter) the default flow."""
     from labkit.config import REPO_ROOT
+    from labkit.registry import production_config
 
+    promoted = production_config(settings)  # `labkit promote` (notebook 09) decides what is served
+    if promoted is not None:
+        return promoted
     preset = REPO_ROOT / "eval" / "small.json"
     adapter = REPO_ROOT / "data" / "models" / "contoso-chat-small-ft.lora.gguf"
     if settings.backend_for("chat") == "local" and preset.is_file() and adapter.is_file():
@@ -181,6 +188,7 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
     settings = settings or get_settings()
     config = config or default_config(settings)
     tracer_provider()  # installed as the global provider before the first request: FastAPI's spans join
+    serving = _serving(config, settings)
     tokens = TokenStore(settings)
     bucket = TokenBucket(settings.labkit_app_rate_per_minute / 60.0, settings.labkit_app_rate_burst)
     slots = settings.labkit_app_model_slots or (1 if settings.backend_for("chat") == "local" else 4)
@@ -323,7 +331,7 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
         missing = [name for name, ok in checks.items() if not ok]
         if missing:
             return _error(503, "not_ready", f"not reachable: {', '.join(missing)}", {"Retry-After": "5"})
-        return JSONResponse({"ready": True, "checks": checks}, headers=_SECURITY_HEADERS)
+        return JSONResponse({"ready": True, "checks": checks, **serving}, headers=_SECURITY_HEADERS)
 
     @app.get("/api/products/{product_id}", summary="public catalog fields, for citation links",
              response_model=Product, responses=ERRORS)
@@ -512,6 +520,20 @@ def _run_attached(ctx: Any, fn: Any, *args: Any) -> Any:
 
 async def _in_context(ctx: Any, fn: Any, *args: Any) -> Any:
     return await asyncio.to_thread(_run_attached, ctx, fn, *args)
+
+
+def _serving(config: flow.FlowConfig, settings: Settings) -> dict[str, Any]:
+    """Which version this service serves, recorded as a deployment in the registry (notebook 09)."""
+    from labkit.registry import RegistryError, production_record, record_deployment
+
+    promoted = None
+    try:
+        record = production_record(settings)
+        promoted = record["flow_version"] if record else None
+        record_deployment(config, settings, where=f"labkit serve (port {settings.labkit_app_port})")
+    except (RegistryError, OSError, ValueError):
+        pass  # the registry is bookkeeping: the service answers without it
+    return {"flow_version": config.flow_version(), "promoted": promoted}
 
 
 def _readiness(settings: Settings) -> dict[str, bool]:

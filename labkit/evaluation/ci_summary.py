@@ -68,8 +68,17 @@ def render(run_dir: str | Path, baseline_path: str | Path) -> str:
     base_rows: dict[str, dict[str, Any]] = baseline.get("rows", {})
     ok = {rid: rec for rid, rec in records.items() if rec.get("status") == "ok"}
     gates = summary.get("gates", [])
-    passed = all(g.get("passed") for g in gates)
-    lines = [f"## Evaluation gate: {'passed' if passed else 'FAILED'}", ""]
+    status = summary.get("status")
+    passed = status == "complete" and bool(gates) and all(g.get("passed") for g in gates)
+    if status not in ("complete", "complete_with_errors"):
+        verdict = f"FAILED (the run stopped early: {status}; gates were not evaluated)"
+    elif status == "complete_with_errors":
+        verdict = "FAILED (rows ended in errors)"
+    elif not gates:
+        verdict = "no gate was run"
+    else:
+        verdict = "passed" if passed else "FAILED"
+    lines = [f"## Evaluation gate: {verdict}", ""]
     model = manifest.get("model") or {}
     lines.append(f"Branch: flow_version `{summary.get('flow_version')}`, model `{model.get('chat')}` "
                  f"({model.get('backend')}); baseline: flow_version `{baseline.get('flow_version')}`, "

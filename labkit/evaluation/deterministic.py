@@ -124,7 +124,7 @@ class ChecksEvaluator:
             ok = not dropped and bool(cited)
             out["citations_valid"] = Score(float(ok), reason=f"cited {cited}, dropped {dropped}")
         context = field_of(result, "context") or {}
-        if category == "order_history" and "orders" not in context:
+        if category == "order_history" and field_of(result, "orders_unknown"):
             out["order_named"] = Unmeasured("the customer's orders are not in the result (a service answer)")
         elif category == "order_history":
             orders = context.get("orders", [])

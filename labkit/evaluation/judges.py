@@ -104,4 +104,7 @@ class JudgeEvaluator:
 
     def evaluate(self, row: dict[str, Any], result: Any) -> Outcome:
         context = context_text(result) if self.name == "groundedness" else ""
+        documents = (field_of(result, "context") or {}).get("documents") or []
+        if self.name == "groundedness" and documents and not any(d.get("content") for d in documents):
+            return Unmeasured("the documents' text is not in the result (a service answer carries ids only)")
         return self.judge(row.get("query", ""), answer_of(result), context)

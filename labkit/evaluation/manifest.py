@@ -123,7 +123,7 @@ def default_out(data_path: Path | None, variants: Sequence[tuple[str, Any, Any]]
     stem = data_path.stem if data_path else "rows"
     key = "+".join(f"{name}-{config.flow_version() if config is not None else 'target'}"
                    for name, config, _ in variants) + "|" + ",".join(sorted(evaluator_names))
-    if identity.get("backend") != "local" or identity.get("judge"):
+    if identity.get("backend") != "local" or identity.get("judge") or identity.get("target"):
         # the local default keeps its earlier folder names; any other model gets a folder of its own
         key += "|" + json.dumps(dict(identity), sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
@@ -141,7 +141,7 @@ def check_resume(folder: Path, manifest: Mapping[str, Any], fresh: bool) -> None
     if not results.exists() or not old_path.exists():
         return
     old = json.loads(old_path.read_text(encoding="utf-8"))
-    for key in ("flow_version", "target"):
+    for key in ("flow_version", "target", "target_info"):
         if old.get(key) != manifest.get(key):
             raise ConfigError(f"{folder} holds results of another run ({key} {old.get(key)!r}, now "
                               f"{manifest.get(key)!r}); use another output folder or --fresh")

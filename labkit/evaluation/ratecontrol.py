@@ -69,14 +69,15 @@ def classify(exc: BaseException) -> str:
     import openai
 
     from labkit import models
-    from labkit.evaluation.targets import TargetHTTPError
+    from labkit.evaluation.targets import TargetHTTPError, TargetTimeout, TargetUnreachable
 
     status = exc.status_code if isinstance(exc, TargetHTTPError) else None
-    if isinstance(exc, openai.RateLimitError) or status == 429:
+    busy = status == 503 and "retry-after" in getattr(getattr(exc, "response", None), "headers", {})
+    if isinstance(exc, openai.RateLimitError) or status == 429 or busy:  # a full queue asks us to slow down
         return "rate_limited"
-    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException) or status == 504:
+    if isinstance(exc, openai.APITimeoutError | TargetTimeout) or status == 504:
         return "timeout"
-    if models.is_transient(exc) or isinstance(exc, httpx.TransportError) or \
+    if models.is_transient(exc) or isinstance(exc, TargetUnreachable | httpx.TransportError) or \
             (status is not None and (status >= 500 or status == 408)):
         return "unreachable"
     return "error"

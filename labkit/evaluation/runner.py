@@ -239,6 +239,8 @@ def evaluate(
         load_baseline(baseline)  # a missing or malformed file fails now, not after the whole run
     identity = {"chat": models.chat_model_name(settings), "judge": settings.labkit_judge_model,
                 "backend": settings.backend_for("chat")}
+    if target_info and target_info.get("url"):  # another deployment: another folder
+        identity["target"] = target_info["url"]
     base_out = Path(out) if out is not None else default_out(data_path, variants, chosen_names, identity)
     base_out.mkdir(parents=True, exist_ok=True)
     report = EvalReport(out=base_out, runs={})
@@ -262,10 +264,15 @@ def evaluate(
             runner = VariantRunner(name, run_target, rows, chosen, folder, options, manifest, settings,
                                     price_model, on_row, config)
             records = runner.run()
-            reported = sorted({str(r["flow_version"]) for r in records.values() if r.get("flow_version")})
-            if config is None and reported:  # a deployed service says which flow answered
-                manifest["flow_version"] = reported[0] if len(reported) == 1 else ",".join(reported)
             summary = summarize(name, rows, records, runner.status, runner.message, manifest)
+            if config is None:  # a deployed service says which flow and model answered (kept apart from
+                # the manifest's own flow_version, which a resumed run must match)
+                reported = sorted({str(r["flow_version"]) for r in records.values() if r.get("flow_version")})
+                served = sorted({str(r["model"]) for r in records.values() if r.get("model")})
+                if reported:
+                    manifest["service_flow_version"] = summary["flow_version"] = ",".join(reported)
+                if served:
+                    manifest["service_model"] = ",".join(served)
             manifest = {**manifest, "status": runner.status,
                         "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
             write_json(folder / "manifest.json", manifest)
@@ -292,7 +299,25 @@ def evaluate(
             run.summary["gates"] = [g.as_dict() for g in gated]
             run.summary["warnings"].extend(g.warning for g in gated if g.warning)
             write_json(run.out / "summary.json", run.summary)
+    if complete:
+        _register(report, settings)
     return report
+
+
+def _register(report: EvalReport, settings: Settings) -> None:
+    """Record each finished variant in the registry (lineage and promotion, notebook 09); a registry
+    that cannot be written is a warning, never a failed evaluation."""
+    from labkit.registry.store import RegistryError, record_evaluation
+
+    for run in report.runs.values():
+        try:
+            record = record_evaluation(run, settings)
+        except (RegistryError, OSError) as exc:
+            run.summary["warnings"].append(f"not recorded in the registry: {exc}")
+            continue
+        if record is not None:
+            run.summary["registry_id"] = record["id"]
+            write_json(run.out / "summary.json", run.summary)
 
 
 @contextlib.contextmanager
@@ -310,7 +335,15 @@ def folder_lock(folder: Path) -> Iterator[None]:
         lock.release()
 
 
-__all__ = ["DEFAULT_DATA", "EXIT_GATE_FAILED", "EXIT_OK", "EXIT_ROW_ERRORS", "EXIT_STOPPED", "EXIT_USAGE",
+# names the one-file runner had, re-exported for callers outside the kit
+from labkit.evaluation.budget import SPEND_LEDGER  # noqa: E402
+from labkit.evaluation.manifest import git_commit, index_facts  # noqa: E402
+from labkit.evaluation.rows import REPO, SAMPLES, sha256_file  # noqa: E402
+from labkit.evaluation.summary import JUDGE_NOTE, metric_names  # noqa: E402
+
+__all__ = ["JUDGE_NOTE", "REPO", "SAMPLES", "SPEND_LEDGER", "git_commit", "index_facts", "metric_names",
+           "sha256_file", "DEFAULT_DATA", "EXIT_GATE_FAILED", "EXIT_OK", "EXIT_ROW_ERRORS", "EXIT_STOPPED",
+           "EXIT_USAGE",
            "INTERRUPT_GRACE_S", "LOCAL_BASELINE", "BudgetError", "ConfigError", "EvalReport", "Limiter",
            "ResultsFile", "RunOptions", "VariantRun", "bare_model_target", "compare", "compare_to_baseline",
            "evaluate", "flow_target", "gate_run", "http_target", "load_baseline", "load_tokens", "read_rows",

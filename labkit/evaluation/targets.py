@@ -13,6 +13,7 @@ service does not return, leave `checks.order_named` unmeasured rather than 0.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from labkit import models
 
 Target = Callable[[dict[str, Any]], Any]
+_TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]{16,512}$")
 
 
 def flow_target(config: Any) -> Target:
@@ -48,6 +50,15 @@ def bare_model_target(max_tokens: int = 16, model: str | None = None) -> Target:
     return run
 
 
+class TargetUnreachable(ConnectionError):
+    """The service could not be reached or the connection failed (the type only: never the text, which
+    can quote a request header)."""
+
+
+class TargetTimeout(TimeoutError):
+    """The service took longer than the row's time limit to answer."""
+
+
 class TargetHTTPError(Exception):
     """The deployed service answered with an error status (its `error.code`, never the body text)."""
 
@@ -68,6 +79,9 @@ def load_tokens(path: str | Path) -> dict[str, str]:
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                              for k, v in data.items()):
         raise ValueError(f"{path} must map customer ids to tokens, e.g. {{\"C-001\": \"lk_...\"}}")
+    bad = sorted(k for k, v in data.items() if not _TOKEN.fullmatch(v))
+    if bad:  # a stray newline would reach an HTTP error message, and from there the results
+        raise ValueError(f"{path}: the token of {', '.join(bad)} has spaces or control characters")
     return data
 
 
@@ -82,6 +96,7 @@ def result_from_answer(body: Mapping[str, Any]) -> dict[str, Any]:
                  for d in body.get("retrieved") or []]
     return {"answer": answer, "citations": kept, "dropped_citations": dropped,
             "context": {"documents": documents},  # no "orders": the service does not return them
+            "orders_unknown": True,
             "usage": dict(body.get("usage") or {}), "timings": dict(body.get("timings") or {}),
             "request_id": body.get("request_id"), "model": body.get("model"),
             "blocked": bool(body.get("blocked")), "flow_version": body.get("flow_version")}
@@ -93,7 +108,7 @@ def http_target(base_url: str, tokens: Mapping[str, str], *, name: str = "servic
 
     base = base_url.rstrip("/")
     if not base.startswith(("http://", "https://")):
-        raise ValueError(f"--target must be an http(s) URL, not {base_url!r}")
+        raise ValueError("--target must be an http(s) URL")
 
     def run(row: dict[str, Any]) -> dict[str, Any]:
         customer = row.get("customer_id")
@@ -102,8 +117,13 @@ def http_target(base_url: str, tokens: Mapping[str, str], *, name: str = "servic
         if customer not in tokens:
             raise ValueError(f"the tokens file has no token for {customer}")
         body = {"question": row["query"], "history": row.get("chat_history") or []}
-        response = httpx.post(f"{base}/api/chat", json=body, timeout=models.current_timeout(180.0),
-                              headers={"authorization": f"Bearer {tokens[customer]}"})
+        try:
+            response = httpx.post(f"{base}/api/chat", json=body, timeout=models.current_timeout(180.0),
+                                  headers={"authorization": f"Bearer {tokens[customer]}"})
+        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
+            raise TargetTimeout("no answer within the row's time limit") from None
+        except httpx.HTTPError as exc:  # refused, reset, a connect timeout: worth a retry
+            raise TargetUnreachable(f"{type(exc).__name__} calling the service") from None
         if response.status_code != 200:
             try:
                 code = str(response.json()["error"]["code"])
@@ -114,3 +134,13 @@ def http_target(base_url: str, tokens: Mapping[str, str], *, name: str = "servic
 
     run.__name__ = f"http:{name}"
     return run
+
+
+def public_url(url: str) -> str:
+    """The URL as it may be recorded: without user:password@ and without a query string."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

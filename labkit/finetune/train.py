@@ -865,6 +865,12 @@ def serve_adapter(name: str, adapter_gguf: str | Path, settings: Settings | None
     if not adapter.is_file():
         raise FileNotFoundError(f"adapter GGUF not found: {adapter}")
     register_model(name, _base_gguf(), adapter, settings=settings)
+    try:  # lineage: the adapter's sha256, base model and training data (notebook 09)
+        from labkit.registry import RegistryError, record_finetune
+
+        record_finetune(name, settings)
+    except (RegistryError, OSError, ValueError):
+        pass
 
 
 # ---------------------------------------------------------------------------------------------
