@@ -323,6 +323,17 @@ def test_answers_are_sampled_without_personal_data_and_scored_online(local: Serv
     logged = list(read_jsonl(source.request_log))
     assert sum(1 for r in logged if r.get("status") == 401) == refused_before + 1
     assert logged[-1]["status"] == 422 and logged[-1]["customer"] and "C-001" not in json.dumps(logged[-1])
+    # lineage of the served answer reaches the prompt, data and model hashes (the service recorded its
+    # deployment and version in the registry when it started)
+    from labkit.registry import lineage
+
+    chain = lineage(request_id)
+    assert chain["request"]["served"] and chain["version"] is not None, chain
+    assert all(len(p["sha256"]) == 64 for p in chain["version"]["prompts"].values())
+    assert len(chain["version"]["catalog"]["data/products.json"]) == 64
+    assert chain["version"]["model"]["model"] and chain["deployment"] is not None
+    ready = local.client.get("/ready").json()
+    assert ready["flow_version"] == response.json()["flow_version"] == chain["flow_version"]
     dash = dashboard.build(source, since="1d")
     assert dash.overview["requests"] >= 1 and not dash.synthetic
     assert dash.overview["client_errors"] >= 2
