@@ -142,8 +142,26 @@ def check_08(nb: Any) -> list[str]:
     return problems
 
 
+def check_09(nb: Any) -> list[str]:
+    problems = []
+    decisions = _text(_code_cell(nb, "decisions = {}"))
+    if "no-retrieval: REFUSED" not in decisions:
+        problems.append(f"09: the no-retrieval candidate was not refused: {decisions[:300]!r}")
+    if not _has_image(_code_cell(nb, "tokens = {name:")):
+        problems.append("09: the versions plot is missing")
+    chain = _text(_code_cell(nb, "lines(registry.lineage("))
+    for needed in ("prompt contoso_chat_small", "sha256", "data data/products.json", "model "):
+        if needed not in chain:
+            problems.append(f"09: the lineage does not show {needed!r}: {chain[:300]!r}")
+    outputs = "".join(_text(c) for c in nb.cells if c.cell_type == "code")
+    if "lk_" in outputs:
+        problems.append("09: a token value appears in an output")
+    return problems
+
+
 CHECKS: dict[str, Callable[[Any], list[str]]] = {"00": check_00, "02": check_02, "03": check_03, "04": check_04,
-                                                 "05": check_05, "06": check_06, "07": check_07, "08": check_08}
+                                                 "05": check_05, "06": check_06, "07": check_07, "08": check_08,
+                                                 "09": check_09}
 
 
 def problems_in(path: Any) -> list[str]:
