@@ -98,6 +98,8 @@ STORES = [
         True,
     ),
     Store("test-notebooks/**", "build", "executed notebooks of the tests (as above)", True),
+    Store("operate/**", "build", "notebook 09's evaluation runs (answers, as in LABKIT_HOME/evals)", True),
+    Store("eval-*/**", "build", "CI evaluation runs (answers, as in LABKIT_HOME/evals)", True),
     Store("**", "build", "reports, screenshots and synthetic traffic", False),
     Store("registry/**", "repo", "promoted versions and their cards", False),
     Store("eval/**", "repo", "committed baselines and reports (numbers, ids, hashes)", False),

@@ -171,9 +171,11 @@ def lines(chain: dict[str, Any]) -> list[str]:
         out.append(f"  data {name} sha256 {sha}")
     for e in chain.get("evaluations") or []:
         data, index = e.get("data") or {}, e.get("index") or {}
+        where = (f"{data['path']} sha256 {data.get('sha256')}" if data.get("path")
+                 else f"rows given in code, ids sha256 {data.get('ids_sha256')}")
         out.append(
             f"  evaluation {e['id']} {e['created']}: {e['status']}, gates passed {e['gates_passed']}; data "
-            f"{data.get('path')} sha256 {data.get('sha256')}; index {index.get('name')} "
+            f"{where}; index {index.get('name')} "
             f"{index.get('document_count')} docs sha256 {index.get('sha256')}"
         )
     promotion = chain.get("promotion")
