@@ -11,8 +11,6 @@
 
 # azd runs hooks with `sh`; this script needs bash (arrays, pipefail)
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
-# azd runs posix hooks with `sh`, which may be dash: the script needs bash (arrays, pipefail)
-if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
