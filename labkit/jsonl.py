@@ -30,3 +30,15 @@ def numbered_objects(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
                 raise ValueError(f"{path.name}:{number}: each line must be a JSON object")
             rows.append((number, row))
     return rows
+
+
+def read_json_file(path: str | Path, what: str) -> Any:
+    """One JSON document from a file; a missing file or invalid JSON raises with the path and `what` it
+    should have been ("baseline file", "tokens file"): FileNotFoundError or ValueError."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no {what} at {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc.msg})") from None

@@ -189,6 +189,7 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
     config = config or default_config(settings)
     tracer_provider()  # installed as the global provider before the first request: FastAPI's spans join
     serving = _serving(config, settings)
+    served_version = serving["flow_version"]  # computed once: it hashes the prompt files and any adapter
     tokens = TokenStore(settings)
     bucket = TokenBucket(settings.labkit_app_rate_per_minute / 60.0, settings.labkit_app_rate_burst)
     slots = settings.labkit_app_model_slots or (1 if settings.backend_for("chat") == "local" else 4)
@@ -256,7 +257,7 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
         if request.url.path != "/api/chat" or request.method != "POST":
             return
         record = {"status": status, "error_code": code, "latency_s": 0.0,
-                  "flow_version": config.flow_version()}
+                  "flow_version": served_version}
         try:
             requestlog.log_request(record, customer_id=getattr(request.state, "customer", None),
                                    settings=settings)
@@ -467,7 +468,7 @@ def create_app(settings: Settings | None = None, config: flow.FlowConfig | None 
 
     def _log(log: dict[str, Any], customer: str, question: str, started: float) -> None:
         log["latency_s"] = round(time.monotonic() - started, 4)
-        log.setdefault("flow_version", config.flow_version())
+        log.setdefault("flow_version", served_version)
         try:
             requestlog.log_request(log, customer_id=customer, question=question, settings=settings)
         except OSError:

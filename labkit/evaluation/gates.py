@@ -6,7 +6,6 @@ Part of the evaluation runner (labkit.evaluation.runner; notebooks/04_evaluate.i
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 from labkit.evaluation.results import VariantRun, write_json
 from labkit.evaluation.rows import REPO
 from labkit.evaluation.stats import Gate, GateResult, Interval, check_baseline, check_gate, paired_difference
+from labkit.jsonl import read_json_file
 
 LOCAL_BASELINE = REPO / "eval" / "baseline.local.json"
 
@@ -75,12 +75,7 @@ def save_baseline(run: VariantRun, path: str | Path, metrics: Sequence[str] | No
 def load_baseline(baseline: str | Path) -> dict[str, Any]:
     """A baseline file written by `save_baseline`; a missing or malformed one raises with its path."""
     path = Path(baseline)
-    if not path.exists():
-        raise FileNotFoundError(f"no baseline file at {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc.msg})") from exc
+    data = read_json_file(path, "baseline file")
     if not isinstance(data, dict) or not isinstance(data.get("rows"), dict) or \
             not isinstance(data.get("metrics"), dict):
         raise ValueError(f"{path} is not a baseline file (needs 'metrics' and per-row 'rows')")

@@ -12,13 +12,13 @@ service does not return, leave `checks.order_named` unmeasured rather than 0.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from labkit import models
+from labkit.jsonl import read_json_file
 
 Target = Callable[[dict[str, Any]], Any]
 _TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]{16,512}$")
@@ -70,12 +70,7 @@ class TargetHTTPError(Exception):
 def load_tokens(path: str | Path) -> dict[str, str]:
     """A JSON file mapping customer id to a sign-in token (`labkit tokens issue --customer ID`)."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no tokens file at {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc.msg})") from None
+    data = read_json_file(path, "tokens file")
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                              for k, v in data.items()):
         raise ValueError(f"{path} must map customer ids to tokens, e.g. {{\"C-001\": \"lk_...\"}}")

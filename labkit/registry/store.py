@@ -137,7 +137,8 @@ def _git_commit() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # what gets recorded
 # ---------------------------------------------------------------------------------------------
-def record_version(config: Any, settings: Settings | None = None) -> dict[str, Any]:
+def record_version(config: Any, settings: Settings | None = None,
+                   git: dict[str, Any] | None = None) -> dict[str, Any]:
     """A FlowConfig as a version record: config, prompt identities, model identity, catalog hashes."""
     from labkit import models
     from labkit.prompts import load_prompt
@@ -150,10 +151,11 @@ def record_version(config: Any, settings: Settings | None = None) -> dict[str, A
         "model": models.model_identity(config.chat_model, settings),
         "index": config.index,
         "catalog": catalog_hashes(),
-        "git": _git_commit(),
+        "git": git if git is not None else _git_commit(),  # an evaluation passes the one it recorded
         "created": _now(),
     }
-    return put("version", config.flow_version(), config.flow_version(), body, settings)
+    version = config.flow_version()
+    return put("version", version, version, body, settings)
 
 
 def record_evaluation(run: Any, settings: Settings | None = None) -> dict[str, Any] | None:
@@ -199,7 +201,7 @@ def record_evaluation(run: Any, settings: Settings | None = None) -> dict[str, A
     if manifest.get("flow_config"):
         from labkit.flow import FlowConfig
 
-        record_version(FlowConfig.model_validate(manifest["flow_config"]), settings)
+        record_version(FlowConfig.model_validate(manifest["flow_config"]), settings, git=manifest.get("git"))
     return put("evaluation", record_id, flow_version, body, settings)
 
 
@@ -247,23 +249,16 @@ def record_deployment(config: Any, settings: Settings | None = None, where: str 
     """`labkit serve` starting with a FlowConfig (and the version record it serves)."""
     import os
 
-    settings = settings or get_settings()
-    record_version(config, settings)
-    model = config.chat_model or None
     from labkit import models
 
-    name = model or models.chat_model_name(settings)
+    settings = settings or get_settings()
+    version = record_version(config, settings)["flow_version"]
+    name = config.chat_model or models.chat_model_name(settings)
     if settings.backend_for("chat") == "local":
         record_finetune(name, settings)
-    body = {
-        "created": _now(),
-        "where": where,
-        "pid": os.getpid(),
-        "model": name,
-        "backend": settings.backend_for("chat"),
-        "promoted": bool(production_record(settings)),
-    }
-    return put("deployment", f"deploy-{body['created']}-{os.getpid()}", config.flow_version(), body, settings)
+    body = {"created": _now(), "where": where, "pid": os.getpid(), "model": name,
+            "backend": settings.backend_for("chat"), "promoted": bool(production_record(settings))}
+    return put("deployment", f"deploy-{body['created']}-{os.getpid()}", version, body, settings)
 
 
 # ---------------------------------------------------------------------------------------------
